@@ -1,0 +1,159 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Settings every pulsegate target shares: Swift 6 language mode (the tools-version default),
+/// plus the two upcoming features the style guide asks for.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "pulsegate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pulsegate", targets: ["pulsegate"]),
+        .library(name: "PulseGateCore", targets: ["PulseGateCore"]),
+        .library(name: "PulseGateStore", targets: ["PulseGateStore"]),
+        .library(name: "PulseGateDelivery", targets: ["PulseGateDelivery"]),
+        .library(name: "PulseGateServer", targets: ["PulseGateServer"]),
+        .library(name: "PulseGateDaemon", targets: ["PulseGateDaemon"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // MARK: system libraries (module maps only; the headers come from Debian -dev packages)
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+
+        // MARK: libraries, in import order (each may import only those above it)
+        .target(
+            name: "PulseGateCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            resources: [.copy("Resources/sample-v1.schema.json")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PulseGateStore",
+            dependencies: [
+                "PulseGateCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PulseGateDelivery",
+            dependencies: [
+                "PulseGateCore",
+                "PulseGateStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PulseGateServer",
+            dependencies: [
+                "PulseGateCore",
+                "PulseGateStore",
+                "PulseGateDelivery",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PulseGateDaemon",
+            dependencies: [
+                "CSystemd",
+                "PulseGateCore",
+                "PulseGateStore",
+                "PulseGateDelivery",
+                "PulseGateServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "pulsegate",
+            dependencies: [
+                "PulseGateCore",
+                "PulseGateStore",
+                "PulseGateDaemon",
+                "PulseGateDelivery",
+                "PulseGateServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: tests
+        .testTarget(
+            name: "PulseGateCoreTests",
+            dependencies: ["PulseGateCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PulseGateStoreTests",
+            dependencies: ["PulseGateStore", "PulseGateCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PulseGateDeliveryTests",
+            dependencies: [
+                "PulseGateDelivery", "PulseGateStore", "PulseGateCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PulseGateServerTests",
+            dependencies: [
+                "PulseGateServer", "PulseGateDaemon", "PulseGateDelivery", "PulseGateStore", "PulseGateCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef PULSEGATE_CSYSTEMD_SHIM_H
+#define PULSEGATE_CSYSTEMD_SHIM_H
+#include <systemd/sd-daemon.h>
+#endif

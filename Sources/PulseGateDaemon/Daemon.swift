@@ -1,0 +1,154 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PulseGateCore
+import PulseGateDelivery
+import PulseGateServer
+import PulseGateStore
+import ServiceLifecycle
+import UnixSignals
+
+/// Why the daemon could not start, with the process exit code that tells an operator (or systemd's
+/// `RestartPreventExitStatus=`) what kind of problem it is.
+public struct DaemonError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    /// `sysexits.h`: 73 cannot create (state directory), 78 configuration, 70 internal.
+    public let exitCode: Int32
+
+    public static func stateDirectory(_ message: String) -> DaemonError { .init(message: message, exitCode: 73) }
+    public static func config(_ error: ConfigError) -> DaemonError { .init(message: "invalid configuration: \(error)", exitCode: 78) }
+    public static func internalFailure(_ message: String) -> DaemonError { .init(message: message, exitCode: 70) }
+
+    public var description: String { message }
+}
+
+/// The assembled daemon: store → outbox → sinks → HTTP server, built the same way by `main` and by
+/// tests (tests pass port 0 and their own configuration).
+public final class Daemon: Sendable {
+    public let configuration: DaemonConfiguration
+    public let store: SQLiteStore
+    public let outbox: Outbox
+    public let pumps: [SinkPump]
+    public let telemetry: Telemetry
+    public let notifier: SystemdNotifier
+    private let httpClient: HTTPClient?
+    private let logger: Logger
+
+    /// Opens the state directory, the store and the sinks. Nothing listens yet.
+    public init(configuration: DaemonConfiguration, logger: Logger, telemetry: Telemetry = Telemetry()) throws(DaemonError) {
+        self.configuration = configuration
+        self.logger = logger
+        self.telemetry = telemetry
+        try Self.prepareStateDirectory(configuration.stateDirectory)
+        do {
+            store = try SQLiteStore(path: configuration.storePath, synchronous: configuration.synchronous)
+            outbox = try Outbox(
+                store: store, sinkIDs: configuration.sinks.map(\.id), highWatermark: configuration.highWatermark,
+                logger: logger)
+        } catch {
+            if error.code == .cannotOpen || error.code == .storageFull {
+                throw .stateDirectory(error.message)
+            }
+            throw .internalFailure(error.message)
+        }
+        let needsHTTP = configuration.sinks.contains { if case .http = $0.kind { return true }; return false }
+        var clientConfig = HTTPClient.Configuration()
+        clientConfig.redirectConfiguration = .disallow
+        clientConfig.timeout = .init(connect: .seconds(5))
+        clientConfig.connectionPool = .init(idleTimeout: .seconds(60))
+        let client = needsHTTP ? HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfig) : nil
+        httpClient = client
+        notifier = SystemdNotifier(logger: logger)
+        let outbox = self.outbox
+        pumps = configuration.sinks.map { sinkConfig in
+            let sink: any Sink
+            switch sinkConfig.kind {
+            case .http(let url, let secret, let timeout, _):
+                sink = HTTPSink(id: sinkConfig.id, url: url, secret: secret, timeout: timeout, client: client!, logger: logger)
+            case .file(let path, let rotateBytes, let keepFiles):
+                sink = FileSink(id: sinkConfig.id, path: path, rotateBytes: rotateBytes, keepFiles: keepFiles)
+            case .stdout:
+                sink = StdoutSink(id: sinkConfig.id)
+            }
+            return SinkPump(
+                sink: sink, outbox: outbox, batchSize: sinkConfig.batchSize, backoff: sinkConfig.backoff,
+                drainTimeout: configuration.shutdownTimeout, metricsFactory: telemetry.factory, logger: logger)
+        }
+    }
+
+    /// Creates the directory if needed and proves it is writable, so a bad path fails at start with a
+    /// clear message rather than at the first sample.
+    static func prepareStateDirectory(_ path: String) throws(DaemonError) {
+        let fm = FileManager.default
+        do {
+            try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        } catch {
+            throw .stateDirectory("state directory \(path) cannot be created: \(error.localizedDescription)")
+        }
+        let probe = "\(path)/.pulsegate-write-probe-\(getpid())"
+        guard fm.createFile(atPath: probe, contents: Data("ok".utf8)) else {
+            throw .stateDirectory("state directory \(path) is not writable by uid \(getuid())")
+        }
+        try? fm.removeItem(atPath: probe)
+    }
+
+    /// The HTTP application with every route, the delivery pumps and the systemd notifier as services.
+    public func makeApplication() -> some ApplicationProtocol {
+        let router = Router()
+        let keyring = APIKeyring(keys: configuration.apiKeys)
+        HealthController(store: store, outbox: outbox, pumps: pumps, telemetry: telemetry).register(on: router)
+        IntakeController(
+            outbox: outbox, keyring: keyring, maxBodyBytes: configuration.maxBodyBytes,
+            retryAfterSeconds: configuration.retryAfterSeconds, metricsFactory: telemetry.factory, logger: logger
+        ).register(on: router)
+        let notifier = self.notifier
+        let logger = self.logger
+        let sinks = configuration.sinks.map { "\($0.id) (\($0.typeName))" }.joined(separator: ", ")
+        let storePath = configuration.storePath
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pulsegate"),
+            services: [DeliveryService(pumps: pumps), notifier],
+            onServerRunning: { channel in
+                let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+                logger.notice(
+                    "pulsegate ready",
+                    metadata: ["address": "\(address)", "store": "\(storePath)", "sinks": "\(sinks)",
+                               "version": "\(PulseGateVersion.current)"])
+                notifier.ready(status: "listening on \(address)")
+            },
+            logger: logger)
+    }
+
+    /// Runs until SIGTERM/SIGINT, then stops intake, drains the sinks for up to the shutdown timeout and
+    /// closes the store.
+    public func run() async throws {
+        let app = makeApplication()
+        var groupConfig = ServiceGroupConfiguration(
+            services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = configuration.shutdownTimeout + .seconds(5)
+        let group = ServiceGroup(configuration: groupConfig)
+        do {
+            try await group.run()
+        } catch {
+            await close()
+            throw error
+        }
+        await close()
+        logger.notice("pulsegate stopped", metadata: ["outbox_depth": "\(outbox.depth)"])
+    }
+
+    /// Refuses further intake and releases the HTTP client and the store.
+    public func close() async {
+        outbox.close()
+        try? await httpClient?.shutdown()
+        try? store.close()
+    }
+}
+
+/// The daemon's version, printed by `pulsegate version` and in the ready log line.
+public enum PulseGateVersion {
+    public static let current = "0.1.0"
+}

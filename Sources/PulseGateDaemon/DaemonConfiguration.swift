@@ -1,0 +1,355 @@
+import Foundation
+import Logging
+import PulseGateCore
+import PulseGateDelivery
+import PulseGateServer
+import PulseGateStore
+import Yams
+
+/// The validated configuration the daemon runs with: defaults applied, paths resolved, secrets read.
+///
+/// Built by ``load(path:environment:)`` from one YAML file plus `PULSEGATE__…` environment overrides;
+/// ``embeddedDefaults`` is what `make run` uses without any file.
+public struct DaemonConfiguration: Sendable {
+    /// Listen address; loopback unless an operator opens it up.
+    public var host = "127.0.0.1"
+    /// `0` picks a free port.
+    public var port = 8080
+    public var maxBodyBytes = 8 * 1024 * 1024
+    /// Absolute path of the state directory (created if missing).
+    public var stateDirectory: String
+    public var storePath: String
+    public var synchronous = SQLiteStore.Synchronous.full
+    public var highWatermark = 1_000_000
+    public var retryAfterSeconds = 5
+    public var sinks: [SinkConfiguration]
+    public var shutdownTimeout = Duration.seconds(25)
+    public var logLevel = Logger.Level.info
+    public var logFormat = LogFormat.json
+    public var apiKeys: [APIKey] = []
+
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case json, text
+    }
+
+    /// One configured sink.
+    public struct SinkConfiguration: Sendable {
+        public enum Kind: Sendable {
+            case http(url: String, secret: Secret?, timeout: Duration, backoff: Backoff)
+            case file(path: String, rotateBytes: Int64, keepFiles: Int)
+            case stdout
+        }
+        public var id: String
+        public var kind: Kind
+        public var batchSize: Int
+        public var backoff: Backoff
+
+        public var typeName: String {
+            switch kind {
+            case .http: "http"
+            case .file: "file"
+            case .stdout: "stdout"
+            }
+        }
+    }
+
+    /// No file: SQLite and an NDJSON file sink under `./var`.
+    public static var embeddedDefaults: DaemonConfiguration {
+        try! resolve(ConfigFile(), environment: [:], baseDirectory: FileManager.default.currentDirectoryPath)
+    }
+
+    /// Reads `path` (or nothing: the embedded defaults), applies environment overrides, validates.
+    ///
+    /// - Parameter environment: the process environment; `PULSEGATE__A__B=v` sets key `a.b`, list items
+    ///   by index (`PULSEGATE__SINKS__0__URL`), values read as YAML scalars. `CREDENTIALS_DIRECTORY`
+    ///   resolves relative `hmac_secret_file` paths (systemd `LoadCredential=`).
+    public static func load(path: String?, environment: [String: String]) throws(ConfigError) -> DaemonConfiguration {
+        var tree: Any = [String: Any]()
+        var baseDirectory = FileManager.default.currentDirectoryPath
+        if let path {
+            let text: String
+            do {
+                text = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                throw ConfigError(key: "", "cannot read config file \(path): \(error.localizedDescription)")
+            }
+            do {
+                tree = try Yams.load(yaml: text) ?? [String: Any]()
+            } catch {
+                throw ConfigError(key: "", "\(path) is not valid YAML: \(error)")
+            }
+            guard tree is [String: Any] else { throw ConfigError(key: "", "\(path) must hold a YAML mapping") }
+            baseDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            if baseDirectory.isEmpty { baseDirectory = FileManager.default.currentDirectoryPath }
+            if !path.hasPrefix("/") {
+                baseDirectory = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+                    .appendingPathComponent(path).deletingLastPathComponent().path
+            }
+        }
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix("PULSEGATE__") {
+            let parts = name.dropFirst("PULSEGATE__".count).components(separatedBy: "__").map { $0.lowercased() }
+            guard !parts.contains(where: \.isEmpty) else { throw ConfigError(key: name, "malformed override name") }
+            let scalar: Any = (try? Yams.load(yaml: value)).flatMap { $0 } ?? value
+            tree = try set(scalar, at: parts[...], in: tree, name: name)
+        }
+        let file: ConfigFile
+        do {
+            let yaml = try Yams.dump(object: tree)
+            file = try YAMLDecoder().decode(ConfigFile.self, from: yaml)
+            let known = try Yams.load(yaml: try YAMLEncoder().encode(file)) ?? [String: Any]()
+            if let unknown = firstUnknownKey(tree, known: known, path: "") {
+                throw ConfigError(key: unknown, "unknown key")
+            }
+        } catch let error as ConfigError {
+            throw error
+        } catch let error as DecodingError {
+            throw describe(error)
+        } catch {
+            throw ConfigError(key: "", "cannot read configuration: \(error)")
+        }
+        return try resolve(file, environment: environment, baseDirectory: baseDirectory)
+    }
+
+    private static func set(_ value: Any, at path: ArraySlice<String>, in node: Any, name: String) throws(ConfigError) -> Any {
+        guard let head = path.first else { return value }
+        let rest = path.dropFirst()
+        if var list = node as? [Any] {
+            guard let index = Int(head), index >= 0, index <= list.count else {
+                throw ConfigError(key: name, "'\(head)' is not an index of a list with \(list.count) items")
+            }
+            if index == list.count {
+                list.append(try set(value, at: rest, in: [String: Any](), name: name))
+            } else {
+                list[index] = try set(value, at: rest, in: list[index], name: name)
+            }
+            return list
+        }
+        var map = node as? [String: Any] ?? [:]
+        let child = map[head] ?? (Int(rest.first ?? "") != nil ? [Any]() : [String: Any]())
+        map[head] = try set(value, at: rest, in: child, name: name)
+        return map
+    }
+
+    private static func firstUnknownKey(_ given: Any, known: Any, path: String) -> String? {
+        if let map = given as? [String: Any] {
+            let knownMap = known as? [String: Any] ?? [:]
+            for key in map.keys.sorted() {
+                let childPath = path.isEmpty ? key : "\(path).\(key)"
+                guard let knownChild = knownMap[key] else {
+                    if map[key] is NSNull { continue }
+                    return childPath
+                }
+                if let unknown = firstUnknownKey(map[key]!, known: knownChild, path: childPath) { return unknown }
+            }
+        } else if let list = given as? [Any] {
+            let knownList = known as? [Any] ?? []
+            for (i, item) in list.enumerated() where i < knownList.count {
+                if let unknown = firstUnknownKey(item, known: knownList[i], path: "\(path)[\(i)]") { return unknown }
+            }
+        }
+        return nil
+    }
+
+    private static func describe(_ error: DecodingError) -> ConfigError {
+        func path(_ c: DecodingError.Context) -> String {
+            var out = ""
+            for key in c.codingPath {
+                if let i = key.intValue {
+                    out += "[\(i)]"
+                } else {
+                    out += out.isEmpty ? key.stringValue : ".\(key.stringValue)"
+                }
+            }
+            return out
+        }
+        switch error {
+        case .typeMismatch(let type, let c): return ConfigError(key: path(c), "expected \(typeName(type))")
+        case .valueNotFound(let type, let c): return ConfigError(key: path(c), "expected \(typeName(type))")
+        case .keyNotFound(let key, let c): return ConfigError(key: path(c), "missing key \(key.stringValue)")
+        case .dataCorrupted(let c): return ConfigError(key: path(c), c.debugDescription)
+        @unknown default: return ConfigError(key: "", "\(error)")
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: "an integer"
+        case is Double.Type: "a number"
+        case is String.Type: "a string"
+        case is Bool.Type: "true or false"
+        default: type is any Collection.Type ? "a list" : "a mapping"
+        }
+    }
+
+    static func resolve(_ file: ConfigFile, environment: [String: String], baseDirectory: String) throws(ConfigError)
+        -> DaemonConfiguration
+    {
+        func absolute(_ path: String, against base: String) -> String {
+            path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardizedFileURL.path
+        }
+        let stateDirectory = absolute(file.stateDirectory ?? "var", against: baseDirectory)
+        var c = DaemonConfiguration(
+            stateDirectory: stateDirectory,
+            storePath: absolute(file.store?.sqlite?.path ?? "pulsegate.sqlite", against: stateDirectory),
+            sinks: [])
+
+        if let host = file.server?.host {
+            guard !host.isEmpty else { throw ConfigError(key: "server.host", "must not be empty") }
+            c.host = host
+        }
+        if let port = file.server?.port {
+            guard (0...65535).contains(port) else { throw ConfigError(key: "server.port", "must be 0...65535, not \(port)") }
+            c.port = port
+        }
+        if let max = file.server?.maxBodyBytes {
+            guard max >= 1024 else { throw ConfigError(key: "server.max_body_bytes", "must be at least 1024") }
+            c.maxBodyBytes = max
+        }
+        if let sync = file.store?.sqlite?.synchronous {
+            guard let value = SQLiteStore.Synchronous(rawValue: sync) else {
+                throw ConfigError(key: "store.sqlite.synchronous", "must be full or normal, not '\(sync)'")
+            }
+            c.synchronous = value
+        }
+        if let hw = file.outbox?.highWatermark {
+            guard hw >= 1 else { throw ConfigError(key: "outbox.high_watermark", "must be positive") }
+            c.highWatermark = hw
+        }
+        if let ra = file.outbox?.retryAfterSeconds {
+            guard (1...3600).contains(ra) else { throw ConfigError(key: "outbox.retry_after_seconds", "must be 1...3600") }
+            c.retryAfterSeconds = ra
+        }
+        let defaultBatch = file.outbox?.batchSize ?? 1000
+        guard (1...100_000).contains(defaultBatch) else {
+            throw ConfigError(key: "outbox.batch_size", "must be 1...100000")
+        }
+        if let t = file.shutdown?.timeoutSeconds {
+            guard t >= 0, t <= 3600 else { throw ConfigError(key: "shutdown.timeout_seconds", "must be 0...3600") }
+            c.shutdownTimeout = .milliseconds(Int64(t * 1000))
+        }
+        if let level = file.log?.level {
+            guard let value = Logger.Level(rawValue: level) else {
+                let levels = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                throw ConfigError(key: "log.level", "must be one of \(levels)")
+            }
+            c.logLevel = value
+        }
+        if let format = file.log?.format {
+            guard let value = LogFormat(rawValue: format) else {
+                throw ConfigError(key: "log.format", "must be json or text")
+            }
+            c.logFormat = value
+        }
+
+        let sinks = file.sinks ?? [ConfigFile.Sink(id: "archive", type: "file", path: "samples.ndjson")]
+        guard !sinks.isEmpty else {
+            throw ConfigError(key: "sinks", "at least one sink is needed: without one, accepted samples go nowhere")
+        }
+        var seen = Set<String>()
+        for (i, sink) in sinks.enumerated() {
+            let key = "sinks[\(i)]"
+            guard let id = sink.id, id.range(of: #"^[a-z0-9][a-z0-9_-]{0,62}$"#, options: .regularExpression) != nil else {
+                throw ConfigError(key: "\(key).id", "required: lowercase letters, digits, '_' or '-'")
+            }
+            guard seen.insert(id).inserted else { throw ConfigError(key: "\(key).id", "'\(id)' is used twice") }
+            let batch = sink.batchSize ?? defaultBatch
+            guard (1...100_000).contains(batch) else { throw ConfigError(key: "\(key).batch_size", "must be 1...100000") }
+            let initial = sink.backoff?.initialMs ?? 200
+            let maximum = sink.backoff?.maxMs ?? 60_000
+            guard initial >= 1, maximum >= initial else {
+                throw ConfigError(key: "\(key).backoff", "initial_ms must be ≥ 1 and max_ms ≥ initial_ms")
+            }
+            let backoff = Backoff(initial: .milliseconds(initial), maximum: .milliseconds(maximum))
+            let kind: SinkConfiguration.Kind
+            func forbid(_ name: String, _ value: Any?) throws(ConfigError) {
+                if value != nil { throw ConfigError(key: "\(key).\(name)", "does not apply to a \(sink.type ?? "") sink") }
+            }
+            switch sink.type {
+            case "file":
+                try forbid("url", sink.url)
+                try forbid("hmac_secret", sink.hmacSecret)
+                try forbid("hmac_secret_file", sink.hmacSecretFile)
+                try forbid("timeout_seconds", sink.timeoutSeconds)
+                guard let path = sink.path, !path.isEmpty else { throw ConfigError(key: "\(key).path", "required for a file sink") }
+                let rotate = sink.rotateBytes ?? 100 * 1024 * 1024
+                guard rotate >= 4096 else { throw ConfigError(key: "\(key).rotate_bytes", "must be at least 4096") }
+                let keep = sink.keepFiles ?? 10
+                guard keep >= 0 else { throw ConfigError(key: "\(key).keep_files", "must not be negative") }
+                kind = .file(path: absolute(path, against: stateDirectory), rotateBytes: Int64(rotate), keepFiles: keep)
+            case "http":
+                try forbid("path", sink.path)
+                try forbid("rotate_bytes", sink.rotateBytes)
+                try forbid("keep_files", sink.keepFiles)
+                guard let url = sink.url, let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""),
+                    parsed.host?.isEmpty == false
+                else {
+                    throw ConfigError(key: "\(key).url", "not an http(s) URL")
+                }
+                if sink.hmacSecret != nil, sink.hmacSecretFile != nil {
+                    throw ConfigError(key: "\(key).hmac_secret", "give hmac_secret or hmac_secret_file, not both")
+                }
+                var secret: Secret?
+                if let text = sink.hmacSecret {
+                    guard text.utf8.count >= 16 else {
+                        throw ConfigError(key: "\(key).hmac_secret", "must be at least 16 bytes")
+                    }
+                    secret = Secret(text)
+                } else if let file = sink.hmacSecretFile {
+                    let base = environment["CREDENTIALS_DIRECTORY"] ?? baseDirectory
+                    let secretPath = absolute(file, against: base)
+                    guard let data = FileManager.default.contents(atPath: secretPath) else {
+                        throw ConfigError(key: "\(key).hmac_secret_file", "cannot read \(secretPath)")
+                    }
+                    var bytes = [UInt8](data)
+                    while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+                    guard bytes.count >= 16 else {
+                        throw ConfigError(key: "\(key).hmac_secret_file", "\(secretPath) must hold at least 16 bytes")
+                    }
+                    secret = Secret(bytes: bytes)
+                }
+                let timeout = sink.timeoutSeconds ?? 10
+                guard timeout > 0, timeout <= 600 else {
+                    throw ConfigError(key: "\(key).timeout_seconds", "must be in (0, 600]")
+                }
+                kind = .http(url: url, secret: secret, timeout: .milliseconds(Int64(timeout * 1000)), backoff: backoff)
+            case "stdout":
+                for (name, value) in [("path", sink.path as Any?), ("url", sink.url), ("hmac_secret", sink.hmacSecret)] {
+                    try forbid(name, value)
+                }
+                kind = .stdout
+            case let other:
+                throw ConfigError(key: "\(key).type", "must be http, file or stdout, not '\(other ?? "nothing")'")
+            }
+            c.sinks.append(SinkConfiguration(id: id, kind: kind, batchSize: batch, backoff: backoff))
+        }
+
+        for (i, entry) in (file.apiKeys ?? []).enumerated() {
+            let key = "api_keys[\(i)]"
+            guard let name = entry.name, !name.isEmpty else { throw ConfigError(key: "\(key).name", "required") }
+            guard let hash = entry.sha256?.lowercased(), hash.range(of: "^[0-9a-f]{64}$", options: .regularExpression) != nil else {
+                throw ConfigError(
+                    key: "\(key).sha256", "required: the hex SHA-256 of the key (pulsegate apikey new prints it)")
+            }
+            var scopes = Set<Scope>()
+            for (j, name) in (entry.scopes ?? []).enumerated() {
+                guard let scope = Scope(rawValue: name) else {
+                    let all = Scope.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw ConfigError(key: "\(key).scopes[\(j)]", "'\(name)' is not one of \(all)")
+                }
+                scopes.insert(scope)
+            }
+            guard !scopes.isEmpty else { throw ConfigError(key: "\(key).scopes", "at least one scope is needed") }
+            var limit: APIKey.RateLimit?
+            if let r = entry.rateLimit {
+                guard let rps = r.requestsPerSecond, rps > 0 else {
+                    throw ConfigError(key: "\(key).rate_limit.requests_per_second", "must be a positive number")
+                }
+                let burst = r.burst ?? max(1, rps)
+                guard burst >= 1 else { throw ConfigError(key: "\(key).rate_limit.burst", "must be at least 1") }
+                limit = .init(requestsPerSecond: rps, burst: burst)
+            }
+            c.apiKeys.append(APIKey(name: name, sha256: hash, scopes: scopes, rateLimit: limit))
+        }
+        return c
+    }
+}

@@ -1,0 +1,262 @@
+import Foundation
+import Logging
+import Metrics
+import PulseGateStore
+import ServiceLifecycle
+import Synchronization
+
+/// Moves samples from the outbox to one sink: reads a batch after the sink's cursor, delivers it
+/// (retrying with backoff), then acknowledges it — or dead-letters it when the sink calls it poison.
+///
+/// One pump per sink, each with its own cursor, so a slow sink never holds back a fast one. When
+/// draining (``beginDrain()``) the pump: it keeps delivering until it has caught up with the outbox or
+/// the drain timeout passes; what is left stays in the outbox for the next start.
+public final class SinkPump: Sendable {
+    public let sink: any Sink
+    private let outbox: Outbox
+    private let batchSize: Int
+    private let backoff: Backoff
+    private let drainTimeout: Duration
+    private let logger: Logger
+    private let metrics: Metrics
+    /// Wakes backoff sleeps when draining starts.
+    private let wake = Doorbell()
+
+    /// What `/readyz` and metrics show of this pump.
+    public enum Health: Sendable, Equatable {
+        case healthy
+        case failing(reason: String, since: Date)
+    }
+
+    private struct State {
+        var drainDeadline: ContinuousClock.Instant?
+        var health: Health = .healthy
+    }
+    private let state = Mutex(State())
+
+    struct Metrics: Sendable {
+        let delivered: Counter
+        let batches: Counter
+        let failures: Counter
+        let deadLettered: Counter
+        let latency: Timer
+        let lag: Gauge
+    }
+
+    public init(
+        sink: any Sink, outbox: Outbox, batchSize: Int, backoff: Backoff, drainTimeout: Duration,
+        metricsFactory: any MetricsFactory, logger: Logger
+    ) {
+        self.sink = sink
+        self.outbox = outbox
+        self.batchSize = batchSize
+        self.backoff = backoff
+        self.drainTimeout = drainTimeout
+        var logger = logger
+        logger[metadataKey: "sink"] = "\(sink.id)"
+        self.logger = logger
+        let dims = [("sink", sink.id)]
+        metrics = Metrics(
+            delivered: Counter(label: "pulsegate_sink_delivered_samples_total", dimensions: dims, factory: metricsFactory),
+            batches: Counter(label: "pulsegate_sink_delivered_batches_total", dimensions: dims, factory: metricsFactory),
+            failures: Counter(label: "pulsegate_sink_failures_total", dimensions: dims, factory: metricsFactory),
+            deadLettered: Counter(label: "pulsegate_sink_dead_lettered_samples_total", dimensions: dims, factory: metricsFactory),
+            latency: Timer(label: "pulsegate_sink_delivery_seconds", dimensions: dims, preferredDisplayUnit: .seconds, factory: metricsFactory),
+            lag: Gauge(label: "pulsegate_sink_lag_samples", dimensions: dims, factory: metricsFactory))
+    }
+
+    public var health: Health { state.withLock { $0.health } }
+
+    /// Rows this sink has not acknowledged yet.
+    public var lag: Int64 { max(0, outbox.lastSeq - outbox.cursor(for: sink.id)) }
+
+    /// Delivers until cancelled, or until drained after ``beginDrain()``; then shuts the sink down.
+    public func run() async throws {
+        try await pump()
+        await sink.shutdown()
+    }
+
+    /// Starts draining: deliver what is in the outbox now, for at most the drain timeout, then return.
+    public func beginDrain() {
+        state.withLock { $0.drainDeadline = $0.drainDeadline ?? .now + drainTimeout }
+        wake.ring()
+        outbox.doorbell.ring()
+    }
+
+    private var drainDeadline: ContinuousClock.Instant? { state.withLock { $0.drainDeadline } }
+    private var pastDeadline: Bool { drainDeadline.map { .now >= $0 } ?? false }
+
+    private func pump() async throws {
+        var cursor = outbox.cursor(for: sink.id)
+        var lastReplayCheck = ContinuousClock.Instant.now - .seconds(10)
+        logger.info("sink pump started", metadata: ["cursor": "\(cursor)", "kind": "\(sink.kind)"])
+        while !Task.isCancelled {
+            if pastDeadline {
+                logger.warning("drain timeout reached; undelivered samples stay in the outbox", metadata: ["lag": "\(lag)"])
+                return
+            }
+            if drainDeadline == nil, ContinuousClock.now - lastReplayCheck > .seconds(1) {
+                lastReplayCheck = .now
+                if try await replayOne() { continue }
+            }
+            let generation = outbox.doorbell.generation
+            let batch: OutboxBatch?
+            do {
+                batch = try await outbox.read(after: cursor, limit: batchSize)
+            } catch {
+                logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
+                await sleep(.seconds(1))
+                continue
+            }
+            guard let batch else {
+                metrics.lag.record(0)
+                if drainDeadline != nil {
+                    logger.info("sink drained")
+                    return
+                }
+                await outbox.doorbell.wait(since: generation, timeout: .seconds(1))
+                continue
+            }
+            let batchID = BatchID.make(sink: sink.id, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq)
+            switch await deliverWithRetry(batch, batchID: batchID) {
+            case .delivered:
+                metrics.delivered.increment(by: batch.count)
+                metrics.batches.increment()
+                guard await persist({ try await self.outbox.acknowledge(sink: self.sink.id, through: batch.lastSeq) }) else {
+                    return
+                }
+                cursor = batch.lastSeq
+                metrics.lag.record(lag)
+            case .poison(let reason):
+                logger.error(
+                    "batch refused as poison; moved to dead letters",
+                    metadata: ["batch_id": "\(batchID)", "first_seq": "\(batch.firstSeq)", "last_seq": "\(batch.lastSeq)",
+                               "samples": "\(batch.count)", "reason": "\(reason)"])
+                metrics.deadLettered.increment(by: batch.count)
+                guard await persist({
+                    try await self.outbox.deadLetter(sink: self.sink.id, batch: batch, reason: reason)
+                }) else { return }
+                cursor = batch.lastSeq
+            case .gaveUp:
+                return
+            }
+        }
+    }
+
+    enum Outcome {
+        case delivered
+        case poison(String)
+        /// The drain deadline passed or the task was cancelled while retrying.
+        case gaveUp
+    }
+
+    private func deliverWithRetry(_ batch: OutboxBatch, batchID: String) async -> Outcome {
+        var attempt = 0
+        var rng = SystemRandomNumberGenerator()
+        while true {
+            let started = ContinuousClock.now
+            do {
+                try await sink.deliver(batch, batchID: batchID)
+                let elapsed = ContinuousClock.now - started
+                metrics.latency.recordNanoseconds(
+                    elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                markHealthy(afterAttempts: attempt)
+                return .delivered
+            } catch {
+                metrics.failures.increment()
+                switch error.disposition {
+                case .poison:
+                    markHealthy(afterAttempts: attempt)
+                    return .poison(error.message)
+                case .retry(let retryAfter):
+                    let delay = retryAfter ?? backoff.delay(attempt: attempt, using: &rng)
+                    markFailing(error.message, attempt: attempt, delay: delay)
+                    attempt += 1
+                    await sleep(delay)
+                    if Task.isCancelled || pastDeadline { return .gaveUp }
+                }
+            }
+        }
+    }
+
+    /// Replays one dead letter an operator asked for, if any. Returns whether it did work.
+    private func replayOne() async throws -> Bool {
+        let replay: DeadLetter?
+        do {
+            replay = try await outbox.nextReplay(sink: sink.id)
+        } catch {
+            logger.error("cannot read replays", metadata: ["error": "\(error)"])
+            return false
+        }
+        guard let replay else { return false }
+        let batch = OutboxBatch(firstSeq: replay.firstSeq, lastSeq: replay.lastSeq, count: replay.sampleCount, body: replay.body)
+        let batchID = BatchID.make(sink: sink.id, firstSeq: replay.firstSeq, lastSeq: replay.lastSeq)
+        logger.notice("replaying dead letter", metadata: ["dead_letter": "\(replay.id)", "samples": "\(replay.sampleCount)"])
+        switch await deliverWithRetry(batch, batchID: batchID) {
+        case .delivered:
+            metrics.delivered.increment(by: batch.count)
+            _ = await persist({ try await self.outbox.completeReplay(replay.id) })
+        case .poison(let reason):
+            logger.error("replayed dead letter refused again", metadata: ["dead_letter": "\(replay.id)", "reason": "\(reason)"])
+            _ = await persist({ try await self.outbox.failReplay(replay.id, reason: reason) })
+        case .gaveUp:
+            break
+        }
+        return true
+    }
+
+    /// Retries a store write until it succeeds; `false` if the drain deadline or cancellation ended it
+    /// first (the batch is then delivered again after restart: at least once).
+    private func persist(_ write: @Sendable () async throws -> Void) async -> Bool {
+        var attempt = 0
+        var rng = SystemRandomNumberGenerator()
+        while true {
+            do {
+                try await write()
+                return true
+            } catch {
+                logger.error("cannot record delivery in the store; retrying", metadata: ["error": "\(error)"])
+                await sleep(backoff.delay(attempt: attempt, using: &rng))
+                attempt += 1
+                if Task.isCancelled || pastDeadline { return false }
+            }
+        }
+    }
+
+    private func sleep(_ duration: Duration) async {
+        guard duration > .zero else { return }
+        let generation = wake.generation
+        if drainDeadline != nil {
+            // While draining, never sleep past the deadline.
+            let remaining = drainDeadline! - .now
+            await wake.wait(since: generation &+ 1, timeout: min(duration, max(remaining, .zero)))
+        } else {
+            await wake.wait(since: generation, timeout: duration)
+        }
+    }
+
+    private func markFailing(_ reason: String, attempt: Int, delay: Duration) {
+        let first = state.withLock { s -> Bool in
+            if case .failing = s.health {
+                s.health = .failing(reason: reason, since: { if case .failing(_, let since) = s.health { return since }; return Date() }())
+                return false
+            }
+            s.health = .failing(reason: reason, since: Date())
+            return true
+        }
+        let metadata: Logger.Metadata = ["reason": "\(reason)", "attempt": "\(attempt + 1)", "retry_in": "\(delay)"]
+        if first || attempt % 10 == 0 {
+            logger.warning("delivery failed; will retry", metadata: metadata)
+        } else {
+            logger.debug("delivery failed; will retry", metadata: metadata)
+        }
+    }
+
+    private func markHealthy(afterAttempts attempts: Int) {
+        let wasFailing = state.withLock { s -> Bool in
+            defer { s.health = .healthy }
+            return s.health != .healthy
+        }
+        if wasFailing { logger.notice("delivery recovered", metadata: ["attempts": "\(attempts + 1)"]) }
+    }
+}

@@ -1,0 +1,331 @@
+import Foundation
+import GRDB
+import Logging
+import Synchronization
+
+/// The durable outbox: every accepted sample is committed here before anyone acknowledges it, and
+/// every sink reads it from its own persisted cursor.
+///
+/// Writers are batched by group commit: concurrent ``enqueue(_:)`` calls that arrive while a commit is
+/// in flight are written together in the next transaction (one fsync for all of them). A row is
+/// deleted once every configured sink has acknowledged it. The outbox is bounded: when the rows
+/// waiting for the slowest sink would exceed the high watermark, ``enqueue(_:)`` refuses the whole call
+/// with `.outboxFull` and writes nothing.
+public final class Outbox: Sendable {
+    public let store: SQLiteStore
+    public let highWatermark: Int
+    /// The sinks whose cursors hold rows back; rows before all of them are purged.
+    public let sinkIDs: [String]
+    /// Rung after each commit (new rows) and each purge.
+    public let doorbell = Doorbell()
+    private let logger: Logger
+
+    private struct Pending {
+        let ticket: UInt64
+        let lines: [[UInt8]]
+    }
+
+    private struct State {
+        var lastSeq: Int64 = 0
+        var cursors: [String: Int64] = [:]
+        var purgedThrough: Int64 = 0
+        /// Samples admitted past the watermark check but not yet committed.
+        var reserved = 0
+        var pending: [Pending] = []
+        var writing = false
+        var nextTicket: UInt64 = 0
+        var results: [UInt64: Result<ClosedRange<Int64>, StoreError>] = [:]
+        var waiters: [UInt64: CheckedContinuation<Result<ClosedRange<Int64>, StoreError>, Never>] = [:]
+        var closed = false
+
+        var minCursor: Int64 { cursors.values.min() ?? lastSeq }
+        var depth: Int { Int(lastSeq - minCursor) + reserved }
+    }
+    private let state = Mutex(State())
+
+    /// Opens the outbox over `store`, creating cursors for sinks seen for the first time (they start at
+    /// the oldest row still held, so a new sink receives what is waiting).
+    public init(store: SQLiteStore, sinkIDs: [String], highWatermark: Int, logger: Logger) throws(StoreError) {
+        self.store = store
+        self.sinkIDs = sinkIDs
+        self.highWatermark = highWatermark
+        self.logger = logger
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        do {
+            let (last, cursors) = try store.pool.write { db -> (Int64, [String: Int64]) in
+                let last = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") ?? 0
+                let oldest = try Int64.fetchOne(db, sql: "SELECT MIN(seq) FROM outbox")
+                var cursors = [String: Int64]()
+                for sink in sinkIDs {
+                    if let acked = try Int64.fetchOne(
+                        db, sql: "SELECT acked_seq FROM sink_cursor WHERE sink = ?", arguments: [sink])
+                    {
+                        cursors[sink] = acked
+                    } else {
+                        let start = oldest.map { $0 - 1 } ?? last
+                        try db.execute(
+                            sql: "INSERT INTO sink_cursor (sink, acked_seq, updated_at) VALUES (?, ?, ?)",
+                            arguments: [sink, start, now])
+                        cursors[sink] = start
+                    }
+                }
+                if let minCursor = cursors.values.min() {
+                    try db.execute(sql: "DELETE FROM outbox WHERE seq <= ?", arguments: [minCursor])
+                }
+                return (last, cursors)
+            }
+            state.withLock { s in
+                s.lastSeq = last
+                s.cursors = cursors
+                s.purgedThrough = cursors.values.min() ?? last
+            }
+        } catch {
+            throw SQLiteStore.storeError(error, doing: "opening the outbox")
+        }
+    }
+
+    // MARK: intake
+
+    /// Rows waiting for the slowest sink, plus rows being committed right now.
+    public var depth: Int { state.withLock { $0.depth } }
+    /// Sequence number of the newest committed row.
+    public var lastSeq: Int64 { state.withLock { $0.lastSeq } }
+
+    /// Durably appends NDJSON lines (one sample each, newline included) and returns their sequence
+    /// numbers. When this returns, the rows are committed; when it throws, none of them are.
+    public func enqueue(_ lines: [[UInt8]]) async throws(StoreError) -> ClosedRange<Int64> {
+        precondition(!lines.isEmpty, "enqueue of nothing")
+        let (ticket, leader) = try state.withLock { s throws(StoreError) -> (UInt64, Bool) in
+            if s.closed { throw StoreError(.unavailable, "the outbox is closed (shutting down)") }
+            if s.depth + lines.count > highWatermark {
+                throw StoreError(
+                    .outboxFull,
+                    "outbox holds \(s.depth) samples; \(lines.count) more would pass the high watermark \(highWatermark)")
+            }
+            s.reserved += lines.count
+            s.nextTicket &+= 1
+            s.pending.append(Pending(ticket: s.nextTicket, lines: lines))
+            let leader = !s.writing
+            s.writing = true
+            return (s.nextTicket, leader)
+        }
+        if leader { await commitPending() }
+        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<ClosedRange<Int64>, StoreError>, Never>) in
+            let ready = state.withLock { s -> Result<ClosedRange<Int64>, StoreError>? in
+                if let r = s.results.removeValue(forKey: ticket) { return r }
+                s.waiters[ticket] = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+        return try result.get()
+    }
+
+    /// The group-commit loop, run by whichever caller found no commit in flight. It keeps committing
+    /// what accumulated meanwhile until nothing is pending.
+    private func commitPending() async {
+        while true {
+            let batch = state.withLock { s -> [Pending]? in
+                if s.pending.isEmpty {
+                    s.writing = false
+                    return nil
+                }
+                defer { s.pending.removeAll(keepingCapacity: true) }
+                return s.pending
+            }
+            guard let batch else { return }
+            let total = batch.reduce(0) { $0 + $1.lines.count }
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let outcome: Result<Int64, StoreError>
+            do {
+                let last = try await store.pool.write { db -> Int64 in
+                    let statement = try db.cachedStatement(sql: "INSERT INTO outbox (body, enqueued_at) VALUES (?, ?)")
+                    for entry in batch {
+                        for line in entry.lines {
+                            try statement.execute(arguments: [Data(line), now])
+                        }
+                    }
+                    return db.lastInsertedRowID
+                }
+                outcome = .success(last)
+            } catch {
+                let storeError = SQLiteStore.storeError(error, doing: "committing \(total) samples to the outbox")
+                logger.error("outbox commit failed", metadata: ["error": "\(storeError)", "samples": "\(total)"])
+                outcome = .failure(storeError)
+            }
+            var results = [(UInt64, Result<ClosedRange<Int64>, StoreError>)]()
+            switch outcome {
+            case .success(let last):
+                var next = last - Int64(total) + 1
+                for entry in batch {
+                    let end = next + Int64(entry.lines.count) - 1
+                    results.append((entry.ticket, .success(next...end)))
+                    next = end + 1
+                }
+            case .failure(let error):
+                results = batch.map { ($0.ticket, .failure(error)) }
+            }
+            let resume = state.withLock { s -> [(CheckedContinuation<Result<ClosedRange<Int64>, StoreError>, Never>, Result<ClosedRange<Int64>, StoreError>)] in
+                s.reserved -= total
+                if case .success(let last) = outcome { s.lastSeq = max(s.lastSeq, last) }
+                var ready = [(CheckedContinuation<Result<ClosedRange<Int64>, StoreError>, Never>, Result<ClosedRange<Int64>, StoreError>)]()
+                for (ticket, result) in results {
+                    if let waiter = s.waiters.removeValue(forKey: ticket) {
+                        ready.append((waiter, result))
+                    } else {
+                        s.results[ticket] = result
+                    }
+                }
+                return ready
+            }
+            for (waiter, result) in resume { waiter.resume(returning: result) }
+            if case .success = outcome { doorbell.ring() }
+        }
+    }
+
+    /// Refuses further intake; rows already committed stay for the next start.
+    public func close() {
+        state.withLock { $0.closed = true }
+        doorbell.ring()
+    }
+
+    // MARK: delivery
+
+    /// The persisted cursor of `sink`: the highest sequence number it has acknowledged.
+    public func cursor(for sink: String) -> Int64 {
+        state.withLock { $0.cursors[sink] ?? $0.lastSeq }
+    }
+
+    /// Reads up to `limit` rows after `seq`, in order.
+    public func read(after seq: Int64, limit: Int) async throws(StoreError) -> OutboxBatch? {
+        do {
+            return try await store.pool.read { db -> OutboxBatch? in
+                var body = [UInt8]()
+                var first: Int64?
+                var last: Int64 = 0
+                var count = 0
+                let rows = try Row.fetchCursor(
+                    db, sql: "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    arguments: [seq, limit])
+                while let row = try rows.next() {
+                    let s: Int64 = row[0]
+                    if first == nil { first = s }
+                    last = s
+                    count += 1
+                    try row.withUnsafeData(atIndex: 1) { data in
+                        if let data { body.append(contentsOf: data) }
+                    }
+                }
+                guard let first else { return nil }
+                return OutboxBatch(firstSeq: first, lastSeq: last, count: count, body: body)
+            }
+        } catch {
+            throw SQLiteStore.storeError(error, doing: "reading the outbox")
+        }
+    }
+
+    /// Moves `sink`'s cursor to `seq` (persisted) and deletes rows every sink has acknowledged.
+    public func acknowledge(sink: String, through seq: Int64) async throws(StoreError) {
+        try await advance(sink: sink, to: seq, deadLetter: nil)
+    }
+
+    /// Stores `batch` as a dead letter of `sink` with `reason` and moves the cursor past it, in one
+    /// transaction: the batch is never both lost and skipped.
+    public func deadLetter(sink: String, batch: OutboxBatch, reason: String) async throws(StoreError) {
+        try await advance(sink: sink, to: batch.lastSeq, deadLetter: (batch, reason))
+    }
+
+    private func advance(sink: String, to seq: Int64, deadLetter: (OutboxBatch, String)?) async throws(StoreError) {
+        let sinks = sinkIDs
+        let purgedThrough = state.withLock { $0.purgedThrough }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let newMin: Int64
+        do {
+            newMin = try await store.pool.write { db -> Int64 in
+                if let (batch, reason) = deadLetter {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO dead_letter (sink, reason, created_at, sample_count, first_seq, last_seq, body)
+                            VALUES (?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [sink, reason, now, batch.count, batch.firstSeq, batch.lastSeq, Data(batch.body)])
+                }
+                try db.execute(
+                    sql: """
+                        INSERT INTO sink_cursor (sink, acked_seq, updated_at) VALUES (?, ?, ?)
+                        ON CONFLICT(sink) DO UPDATE SET acked_seq = excluded.acked_seq, updated_at = excluded.updated_at
+                        WHERE excluded.acked_seq > sink_cursor.acked_seq
+                        """,
+                    arguments: [sink, seq, now])
+                let placeholders = Array(repeating: "?", count: sinks.count).joined(separator: ",")
+                let minCursor = try Int64.fetchOne(
+                    db, sql: "SELECT MIN(acked_seq) FROM sink_cursor WHERE sink IN (\(placeholders))",
+                    arguments: StatementArguments(sinks)) ?? seq
+                if minCursor > purgedThrough {
+                    try db.execute(sql: "DELETE FROM outbox WHERE seq <= ?", arguments: [minCursor])
+                }
+                return minCursor
+            }
+        } catch {
+            throw SQLiteStore.storeError(error, doing: "acknowledging \(sink) through \(seq)")
+        }
+        state.withLock { s in
+            s.cursors[sink] = max(s.cursors[sink] ?? seq, seq)
+            s.purgedThrough = max(s.purgedThrough, newMin)
+        }
+    }
+
+    // MARK: dead letters
+
+    /// The oldest dead letter of `sink` that an operator asked to replay.
+    public func nextReplay(sink: String) async throws(StoreError) -> DeadLetter? {
+        do {
+            return try await store.pool.read { db in
+                try DeadLetter.fetch(db, sink: sink, replayOnly: true, limit: 1, withBody: true).first
+            }
+        } catch {
+            throw SQLiteStore.storeError(error, doing: "reading replays")
+        }
+    }
+
+    /// A replayed dead letter was delivered: it is gone.
+    public func completeReplay(_ id: Int64) async throws(StoreError) {
+        do {
+            try await store.pool.write { db in
+                try db.execute(sql: "DELETE FROM dead_letter WHERE id = ?", arguments: [id])
+            }
+        } catch {
+            throw SQLiteStore.storeError(error, doing: "completing replay \(id)")
+        }
+    }
+
+    /// A replayed dead letter was refused again: it stays, with the new reason.
+    public func failReplay(_ id: Int64, reason: String) async throws(StoreError) {
+        do {
+            try await store.pool.write { db in
+                try db.execute(
+                    sql: "UPDATE dead_letter SET replay_requested = 0, attempts = attempts + 1, reason = ? WHERE id = ?",
+                    arguments: [reason, id])
+            }
+        } catch {
+            throw SQLiteStore.storeError(error, doing: "recording failed replay \(id)")
+        }
+    }
+}
+
+/// Consecutive outbox rows, read for one sink.
+public struct OutboxBatch: Sendable {
+    public let firstSeq: Int64
+    public let lastSeq: Int64
+    /// Number of samples (NDJSON lines).
+    public let count: Int
+    /// The rows' NDJSON lines, concatenated: exactly what a sink writes.
+    public let body: [UInt8]
+
+    public init(firstSeq: Int64, lastSeq: Int64, count: Int, body: [UInt8]) {
+        self.firstSeq = firstSeq
+        self.lastSeq = lastSeq
+        self.count = count
+        self.body = body
+    }
+}
