@@ -1,0 +1,53 @@
+# pulsegate — the two commands that matter: `make run` and `make test`.
+SWIFT ?= swift
+PYTHON := .build/e2e-venv/bin/python
+CONFIG ?=
+
+.PHONY: all deps build run test unit e2e bench soak clean-var
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+build: deps
+	$(SWIFT) build
+
+## Builds and starts the daemon on the embedded defaults (SQLite and an NDJSON file under ./var).
+run: build
+	@mkdir -p var
+	@echo "pulsegate: listening on http://127.0.0.1:8080 (GET /healthz, /readyz, /metrics; POST /v1/samples)"
+	@echo "pulsegate: store var/pulsegate.sqlite, samples appended to var/samples.ndjson, JSON logs on stderr"
+	@echo "pulsegate: Ctrl-C stops it gracefully"
+	$(SWIFT) run pulsegate serve $(if $(CONFIG),--config $(CONFIG),)
+
+## Installs what is missing, builds, runs every test: Swift Testing suites, then the end-to-end suite
+## against the built daemon.
+test:
+	@scripts/deps.sh test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate $(PYTHON) -m pytest Tests/e2e -q
+
+unit:
+	$(SWIFT) test
+
+e2e: build
+	@scripts/deps.sh test
+	PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate $(PYTHON) -m pytest Tests/e2e -q
+
+## Benchmarks (release build): durable enqueue, delivery, idle RSS. See Benchmarks/README.md.
+bench:
+	@scripts/deps.sh bench
+	$(SWIFT) build -c release --product pulsegate
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
+	$(PYTHON) scripts/bench_daemon.py --bin $(CURDIR)/.build/release/pulsegate
+
+## Long fault runs: the SIGKILL test with more rounds and samples.
+soak: build
+	@scripts/deps.sh test
+	PULSEGATE_KILL_ROUNDS=50 PULSEGATE_KILL_SAMPLES=300000 PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate \
+		$(PYTHON) -m pytest Tests/e2e/test_kill9.py -q
+
+clean-var:
+	rm -rf var
