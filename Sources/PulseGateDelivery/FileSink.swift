@@ -72,7 +72,7 @@ public final class FileSink: Sink {
     }
 
     private func open(_ s: inout State) throws(SinkError) {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
         guard fd >= 0 else {
             throw .retryable("\(path): cannot open: \(String(cString: strerror(errno)))")
         }
