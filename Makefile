@@ -40,7 +40,8 @@ e2e: build
 bench:
 	@scripts/deps.sh bench
 	$(SWIFT) build -c release --product pulsegate
-	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
+	$(SWIFT) build -c release --product pulsegate-bench
+	.build/release/pulsegate-bench
 	$(PYTHON) scripts/bench_daemon.py --bin $(CURDIR)/.build/release/pulsegate
 
 ## Long fault runs: the SIGKILL test with more rounds and samples.
