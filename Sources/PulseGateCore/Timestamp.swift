@@ -131,6 +131,23 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         return seconds * 1000 + millis
     }
 
+    /// Parses an HTTP date in the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7),
+    /// the form `Retry-After` uses; `nil` for anything else.
+    public init?(httpDate text: String) {
+        let parts = text.split(separator: " ")
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard parts.count == 6, parts[0].hasSuffix(","), parts[5] == "GMT", let day = Int64(parts[1]),
+            let monthIndex = months.firstIndex(of: String(parts[2])), let year = Int64(parts[3])
+        else { return nil }
+        let clock = parts[4].split(separator: ":").compactMap { Int64($0) }
+        let month = Int64(monthIndex + 1)
+        guard clock.count == 3, day >= 1, day <= Self.daysInMonth(year: year, month: month), clock[0] < 24,
+            clock[1] < 60, clock[2] < 61
+        else { return nil }
+        let days = Self.days(fromCivil: year, month, day)
+        millisecondsSinceEpoch = (days * 86_400 + clock[0] * 3600 + clock[1] * 60 + clock[2]) * 1000
+    }
+
     private static func daysInMonth(year: Int64, month: Int64) -> Int64 {
         switch month {
         case 2: return (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)) ? 29 : 28

@@ -181,6 +181,10 @@ public struct DaemonConfiguration: Sendable {
         }
     }
 
+    private static func isLowerAlphanumeric(_ c: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(c) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c)
+    }
+
     static func resolve(_ file: ConfigFile, environment: [String: String], baseDirectory: String) throws(ConfigError)
         -> DaemonConfiguration
     {
@@ -248,7 +252,10 @@ public struct DaemonConfiguration: Sendable {
         var seen = Set<String>()
         for (i, sink) in sinks.enumerated() {
             let key = "sinks[\(i)]"
-            guard let id = sink.id, id.range(of: #"^[a-z0-9][a-z0-9_-]{0,62}$"#, options: .regularExpression) != nil else {
+            guard let id = sink.id, (1...63).contains(id.utf8.count),
+                id.utf8.allSatisfy({ isLowerAlphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }),
+                isLowerAlphanumeric(id.utf8.first!)
+            else {
                 throw ConfigError(key: "\(key).id", "required: lowercase letters, digits, '_' or '-'")
             }
             guard seen.insert(id).inserted else { throw ConfigError(key: "\(key).id", "'\(id)' is used twice") }
@@ -326,7 +333,9 @@ public struct DaemonConfiguration: Sendable {
         for (i, entry) in (file.apiKeys ?? []).enumerated() {
             let key = "api_keys[\(i)]"
             guard let name = entry.name, !name.isEmpty else { throw ConfigError(key: "\(key).name", "required") }
-            guard let hash = entry.sha256?.lowercased(), hash.range(of: "^[0-9a-f]{64}$", options: .regularExpression) != nil else {
+            guard let hash = entry.sha256?.lowercased(), hash.utf8.count == 64,
+                hash.utf8.allSatisfy({ isLowerAlphanumeric($0) && $0 <= UInt8(ascii: "f") })  // 0-9, a-f
+            else {
                 throw ConfigError(
                     key: "\(key).sha256", "required: the hex SHA-256 of the key (pulsegate apikey new prints it)")
             }

@@ -90,7 +90,7 @@ public struct StructuredLogHandler: LogHandler {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case let c where c.value < 0x20: out += String(format: "\\u%04x", c.value)
+            case let c where c.value < 0x20: out += "\\u00" + [UInt8(c.value)].hexString
             default: out.unicodeScalars.append(scalar)
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOPosix
+import PulseGateCore
 import PulseGateStore
 import Synchronization
 
@@ -139,13 +140,9 @@ public final class FileSink: Sink {
         }
     }
 
+    /// `20261123T101500.123Z`: sorts by time and has no `:` (awkward in file names).
     static func stamp() -> String {
-        let now = Date()
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyyMMdd'T'HHmmss.SSS'Z'"
-        return f.string(from: now)
+        Timestamp.now.description.filter { $0 != "-" && $0 != ":" }
     }
 
     public func healthCheck() async -> String? {

@@ -35,7 +35,7 @@ public final class HTTPSink: Sink {
         var mac = HMAC<SHA256>(key: SymmetricKey(data: secret.bytes))
         mac.update(data: Array("\(timestamp).".utf8))
         mac.update(data: body)
-        return "v1=" + Data(mac.finalize()).map { String(format: "%02x", $0) }.joined()
+        return "v1=" + Array(mac.finalize()).hexString
     }
 
     public func deliver(_ batch: OutboxBatch, batchID: String) async throws(SinkError) {
@@ -95,13 +95,9 @@ public final class HTTPSink: Sink {
     static func retryAfter(_ value: String?) -> Duration? {
         guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
         if let seconds = Int(value), seconds >= 0 { return .seconds(min(seconds, 3600)) }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "GMT")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        guard let date = formatter.date(from: value) else { return nil }
-        let seconds = max(0, min(3600, date.timeIntervalSinceNow))
-        return .milliseconds(Int64(seconds * 1000))
+        guard let date = Timestamp(httpDate: value) else { return nil }
+        let ms = max(0, min(3_600_000, date.millisecondsSinceEpoch - Timestamp.now.millisecondsSinceEpoch))
+        return .milliseconds(ms)
     }
 
     static func describe(_ error: any Error) -> String {

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import PulseGateCore
 import Synchronization
 
 /// What an API key may do. Keys carry scopes; each route asks for one (`admin` passes every check).
@@ -40,7 +41,7 @@ public struct APIKey: Sendable {
 
     /// The hex SHA-256 a config entry holds for `key`.
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Array(key.utf8)).hexString
     }
 
     /// A new random key: `pgk_` + 43 base64url characters (256 bits).

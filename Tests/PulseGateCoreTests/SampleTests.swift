@@ -91,3 +91,18 @@ struct SampleTests {
         #expect(Metric.named("heart_rate")?.loinc == "8867-4")
     }
 }
+
+@Suite("Derived ids")
+struct DerivedIDTests {
+    @Test("fields are separated: moving a character between fields changes the id; nil differs from empty")
+    func separation() {
+        #expect(DerivedID(fields: ["ab", "c"]) != DerivedID(fields: ["a", "bc"]))
+        #expect(DerivedID(fields: [nil]) != DerivedID(fields: [""]))
+        #expect(DerivedID(fields: ["x"]) == DerivedID(fields: ["x"]))
+    }
+
+    @Test("hex encoding is lowercase, two digits per byte")
+    func hex() {
+        #expect([0x00, 0x0f, 0xa0, 0xff].hexString == "000fa0ff")
+    }
+}

@@ -36,3 +36,15 @@ struct TimestampTests {
         #expect(Timestamp(rfc3339: text) == nil)
     }
 }
+
+@Suite("HTTP dates")
+struct HTTPDateTests {
+    @Test("IMF-fixdate parses; other forms do not")
+    func parses() {
+        #expect(Timestamp(httpDate: "Sun, 06 Nov 1994 08:49:37 GMT")?.description == "1994-11-06T08:49:37.000Z")
+        #expect(Timestamp(httpDate: "Wed, 21 Oct 2015 07:28:00 GMT")?.millisecondsSinceEpoch == 1_445_412_480_000)
+        #expect(Timestamp(httpDate: "Sunday, 06-Nov-94 08:49:37 GMT") == nil)
+        #expect(Timestamp(httpDate: "Sun, 31 Feb 1994 08:49:37 GMT") == nil)
+        #expect(Timestamp(httpDate: "120") == nil)
+    }
+}

@@ -1,40 +1,29 @@
 import Crypto
 
-/// The deterministic id of a sample: an RFC 9562 version-8 UUID whose 122 free bits are the first bits
-/// of a SHA-256 over the measurement's identity.
+/// A deterministic id: an RFC 9562 version-8 UUID whose 122 free bits are the first bits of a SHA-256
+/// over a list of fields. The same fields always give the same id, on any replica.
 ///
-/// Identity is subject, metric, every source field that tells devices and records apart, and the
-/// start/end instants — not the value, so a vendor's correction keeps the id and replaces the earlier
-/// value downstream. Two replicas, a webhook retry and a re-fetch all compute the same id.
-public struct SampleID: Sendable, Hashable, CustomStringConvertible {
+/// Sample ids are derived from the measurement's identity — subject, metric, every source field that
+/// tells devices and records apart, and the start/end instants — not from the value, so a vendor's
+/// correction keeps the id and replaces the earlier value downstream. Batch ids are derived from the
+/// sink and the rows they carry.
+public struct DerivedID: Sendable, Hashable, CustomStringConvertible {
     public let bytes: (UInt64, UInt64)
 
-    public static func == (a: SampleID, b: SampleID) -> Bool { a.bytes == b.bytes }
+    public static func == (a: DerivedID, b: DerivedID) -> Bool { a.bytes == b.bytes }
     public func hash(into h: inout Hasher) {
         h.combine(bytes.0)
         h.combine(bytes.1)
     }
 
-    init(subject: String, metric: Metric, source: SourceRef, start: Timestamp, end: Timestamp?) {
+    /// Hashes `fields` in order; a `nil` field differs from an empty one, and fields can never run
+    /// into each other (each ends with a unit separator).
+    public init(fields: [String?]) {
         var hasher = SHA256()
-        func field(_ s: String?) {
-            if let s { hasher.update(data: Array(s.utf8)) }
-            hasher.update(data: [0x1F])  // unit separator: fields can never run into each other
+        for field in fields {
+            if let field { hasher.update(data: Array(field.utf8)) } else { hasher.update(data: [0x00]) }
+            hasher.update(data: [0x1F])
         }
-        field("pulsegate-sample-v1")
-        field(subject)
-        field(metric.name)
-        field(source.kind.rawValue)
-        field(source.vendor)
-        field(source.app)
-        field(source.station)
-        field(source.device?.manufacturer)
-        field(source.device?.model)
-        field(source.device?.serial)
-        field(source.device?.address)
-        field(source.recordID)
-        field(String(start.millisecondsSinceEpoch))
-        field(end.map { String($0.millisecondsSinceEpoch) })
         let digest = Array(hasher.finalize())
         var hi: UInt64 = 0
         var lo: UInt64 = 0
@@ -81,5 +70,18 @@ public struct SampleID: Sendable, Hashable, CustomStringConvertible {
                 out.append(d[Int((word >> shift) & 0xF)])
             }
         }
+    }
+}
+
+/// The id of a sample (see ``DerivedID``).
+public typealias SampleID = DerivedID
+
+extension SampleID {
+    init(subject: String, metric: Metric, source: SourceRef, start: Timestamp, end: Timestamp?) {
+        self.init(fields: [
+            "pulsegate-sample-v1", subject, metric.name, source.kind.rawValue, source.vendor, source.app, source.station,
+            source.device?.manufacturer, source.device?.model, source.device?.serial, source.device?.address,
+            source.recordID, String(start.millisecondsSinceEpoch), end.map { String($0.millisecondsSinceEpoch) },
+        ])
     }
 }
