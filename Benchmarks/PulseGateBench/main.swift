@@ -63,6 +63,38 @@ let samples = makeSamples(0..<total)
 let encoded = samples.map { SampleCodec.line($0) }
 print("average sample size: \(encoded.reduce(0) { $0 + $1.count } / encoded.count) bytes")
 
+// MARK: 0. intake decoding (what POST /v1/samples does before the outbox) vs Foundation's JSONSerialization
+
+do {
+    let count = min(total, 200_000)
+    let inputs = encoded[0..<count].map { line -> [UInt8] in
+        // Intake bodies carry no id and no "v".
+        var text = String(decoding: line, as: UTF8.self)
+        text = text.replacingOccurrences(of: #"\{"v":1,"id":"[^"]+","#, with: "{", options: .regularExpression)
+        return Array(text.utf8)
+    }
+    let body = inputs.reduce(into: [UInt8]()) { $0 += $1 }
+    let jsonStart = ContinuousClock.now
+    var parsed = 0
+    for line in inputs {
+        if (try? JSONSerialization.jsonObject(with: Data(line))) != nil { parsed += 1 }
+    }
+    let jsonRate = rate(count, ContinuousClock.now - jsonStart)
+    let decodeStart = ContinuousClock.now
+    var valid = 0
+    for chunk in stride(from: 0, to: body.count, by: 1) where chunk == 0 {
+        for result in try SampleCodec.decode(body, format: .ndjson, now: .now) {
+            if case .success = result { valid += 1 }
+        }
+    }
+    let decodeRate = rate(count, ContinuousClock.now - decodeStart)
+    precondition(valid == count && parsed == count, "decoded \(valid), parsed \(parsed) of \(count)")
+    let line = String(
+        format: "%-9@ %10.0f samples/s   baseline %10.0f samples/s   ratio %.2f   (baseline: JSONSerialization parse only, no validation)",
+        "decode" as NSString, decodeRate, jsonRate, decodeRate / jsonRate)
+    print(line)
+}
+
 // MARK: 1. enqueue vs raw GRDB insert
 
 let rawStore = try SQLiteStore(path: scratch() + "/raw.sqlite", synchronous: .full)

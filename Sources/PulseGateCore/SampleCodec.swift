@@ -1,10 +1,11 @@
 import Foundation
 
+
 /// Reads and writes schema v1 JSON.
 ///
 /// Writing is hand-rolled: the output is the wire format every sink and consumer sees, so field order
 /// and number formatting are fixed (deterministic bytes for the same sample), and it runs once per
-/// sample on the intake hot path. Reading goes through `JSONDecoder` with strict, per-field checks so
+/// sample on the intake hot path. Reading goes through ``JSONScanner`` with strict, per-field checks so
 /// each rejected sample gets a precise reason.
 public enum SampleCodec {
     /// Body formats the intake accepts.
@@ -127,81 +128,74 @@ public enum SampleCodec {
 
     /// Decodes an intake body into one result per sample, in input order.
     ///
-    /// A malformed element never spoils its neighbours: NDJSON lines are decoded one by one, array
-    /// elements one by one. Only a body that is not an array at all (for `.jsonArray`) fails as a whole.
+    /// A malformed element never spoils its neighbours: NDJSON lines are read one by one, array elements
+    /// one by one. Only a body that is not an array at all (for `.jsonArray`) fails as a whole.
     public static func decode(_ body: some Collection<UInt8>, format: Format, now: Timestamp) throws(SampleError)
         -> [Result<Sample, SampleError>]
     {
-        let decoder = JSONDecoder()
-        switch format {
-        case .ndjson:
-            var results = [Result<Sample, SampleError>]()
-            for rawLine in body.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
-                var line = Data(rawLine)
-                if line.last == UInt8(ascii: "\r") { line.removeLast() }
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-                do {
-                    let input = try decoder.decode(SampleInput.self, from: line)
-                    results.append(input.validate(now: now))
-                } catch {
-                    results.append(.failure(.malformed(describe(error))))
+        let contiguous = Array(body)
+        let outcome = contiguous.withUnsafeBytes { raw -> Result<[Result<Sample, SampleError>], SampleError> in
+            switch format {
+            case .ndjson:
+                var results = [Result<Sample, SampleError>]()
+                var lineStart = 0
+                while lineStart < raw.count {
+                    var lineEnd = lineStart
+                    while lineEnd < raw.count, raw[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+                    let line = UnsafeRawBufferPointer(rebasing: raw[lineStart..<lineEnd])
+                    if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
+                        results.append(sample(from: line, now: now))
+                    }
+                    lineStart = lineEnd + 1
                 }
-            }
-            return results
-        case .jsonArray:
-            let data = Data(body)
-            if let first = data.first(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }),
-                first == UInt8(ascii: "{")
-            {
-                do {
-                    return [try decoder.decode(SampleInput.self, from: data).validate(now: now)]
+                return .success(results)
+            case .jsonArray:
+                var scanner = JSONScanner(raw)
+                scanner.skipWhitespace()
+                if scanner.peek == UInt8(ascii: "{") { return .success([sample(from: raw, now: now)]) }
+                var elements = [UnsafeRawBufferPointer]()
+                do throws(JSONScanner.Failure) {
+                    try scanner.expect(UInt8(ascii: "["))
+                    if !scanner.consume(UInt8(ascii: "]")) {
+                        repeat {
+                            scanner.skipWhitespace()
+                            let start = scanner.index
+                            try scanner.skipValue()
+                            elements.append(UnsafeRawBufferPointer(rebasing: raw[start..<scanner.index]))
+                        } while scanner.consume(UInt8(ascii: ","))
+                        try scanner.expect(UInt8(ascii: "]"))
+                    }
+                    scanner.skipWhitespace()
+                    guard scanner.atEnd else { throw scanner.fail("data after the array") }
                 } catch {
-                    return [.failure(.malformed(describe(error)))]
+                    return .failure(.malformed("body is not a JSON array of samples: \(error.message) at byte \(error.offset ?? 0)"))
                 }
-            }
-            let elements: [LenientElement]
-            do {
-                elements = try decoder.decode([LenientElement].self, from: data)
-            } catch {
-                throw .malformed("body is not a JSON array of samples: \(describe(error))")
-            }
-            return elements.map { element in
-                element.input.flatMap { $0.validate(now: now) }
+                return .success(elements.map { sample(from: $0, now: now) })
             }
         }
+        return try outcome.get()
     }
 
-    static func describe(_ error: any Error) -> String {
-        if let sampleError = error as? SampleError { return sampleError.message }
-        guard let error = error as? DecodingError else { return "invalid JSON" }
-        func path(_ context: DecodingError.Context) -> String {
-            let p = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return p.isEmpty ? "" : "field '\(p)': "
-        }
-        switch error {
-        case .dataCorrupted(let c): return "\(path(c))invalid JSON"
-        case .keyNotFound(let key, let c): return "\(path(c))missing field '\(key.stringValue)'"
-        case .typeMismatch(_, let c), .valueNotFound(_, let c): return "\(path(c))\(c.debugDescription)"
-        @unknown default: return "invalid JSON"
-        }
-    }
-}
-
-/// One array element, decoded without letting its errors escape to the array.
-private struct LenientElement: Decodable {
-    let input: Result<SampleInput, SampleError>
-    init(from decoder: any Decoder) throws {
-        do {
-            input = .success(try SampleInput(from: decoder))
+    /// One JSON object → a validated sample, or the reason it is not one.
+    static func sample(from bytes: UnsafeRawBufferPointer, now: Timestamp) -> Result<Sample, SampleError> {
+        var scanner = JSONScanner(bytes)
+        let input: SampleInput
+        do throws(JSONScanner.Failure) {
+            scanner.skipWhitespace()
+            guard scanner.peek == UInt8(ascii: "{") else { throw scanner.fail("a sample must be a JSON object") }
+            input = try SampleInput.read(&scanner)
+            scanner.skipWhitespace()
+            guard scanner.atEnd else { throw scanner.fail("data after the sample") }
         } catch {
-            input = .failure(.malformed(SampleCodec.describe(error)))
+            return .failure(.malformed(error.offset.map { "\(error.message) (byte \($0))" } ?? error.message))
         }
+        return input.validate(now: now)
     }
 }
 
-/// A sample as a client wrote it, before validation. Unknown fields are errors: a typo such as
-/// `"untis"` must not silently drop the unit.
-struct SampleInput: Decodable {
+/// A sample as a client wrote it, before validation. Unknown and repeated fields are errors: a typo
+/// such as `"untis"` must not silently drop the unit.
+struct SampleInput {
     var id: String?
     var subject: String?
     var metric: String?
@@ -212,68 +206,100 @@ struct SampleInput: Decodable {
     var source: SourceRef?
     var quality: [String]?
 
-    private struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: Key.self)
-        for key in c.allKeys {
-            switch key.stringValue {
+    static func read(_ s: inout JSONScanner) throws(JSONScanner.Failure) -> SampleInput {
+        var input = SampleInput()
+        var seen = [String]()
+        try s.readObject { s, key throws(JSONScanner.Failure) in
+            guard !seen.contains(key) else { throw s.invalid("field '\(key)' appears twice") }
+            seen.append(key)
+            switch key {
             case "v":
-                let v = try c.decode(Int.self, forKey: key)
-                guard v == Sample.schemaVersion else { throw SampleError.malformed("schema version \(v) is not 1") }
-            case "id": id = try c.decode(String.self, forKey: key)
-            case "subject": subject = try c.decode(String.self, forKey: key)
-            case "metric": metric = try c.decode(String.self, forKey: key)
-            case "value":
-                if let number = try? c.decode(Double.self, forKey: key) {
-                    value = .number(number)
-                } else if let text = try? c.decode(String.self, forKey: key) {
-                    value = .category(text)
-                } else {
-                    throw SampleError.malformed("field 'value': expected a number or a category name")
+                guard try s.nextKind() == .number, try s.readNumber() == Double(Sample.schemaVersion) else {
+                    throw s.invalid("schema version must be 1")
                 }
-            case "unit": unit = try c.decode(String.self, forKey: key)
-            case "start": start = try c.decode(String.self, forKey: key)
-            case "end": end = try c.decodeIfPresent(String.self, forKey: key)
-            case "source": source = try Self.decodeSource(try c.superDecoder(forKey: key))
-            case "quality": quality = try c.decode([String].self, forKey: key)
-            default: throw SampleError.malformed("unknown field '\(key.stringValue)'")
+            case "id": input.id = try string(&s, key)
+            case "subject": input.subject = try string(&s, key)
+            case "metric": input.metric = try string(&s, key)
+            case "value":
+                switch try s.nextKind() {
+                case .number: input.value = .number(try s.readNumber())
+                case .string: input.value = .category(try s.readString())
+                default: throw s.invalid("field 'value': expected a number or a category name")
+                }
+            case "unit": input.unit = try string(&s, key)
+            case "start": input.start = try string(&s, key)
+            case "end":
+                if try s.nextKind() == .null {
+                    try s.skipValue()
+                } else {
+                    input.end = try string(&s, key)
+                }
+            case "source": input.source = try readSource(&s)
+            case "quality":
+                guard try s.nextKind() == .array else { throw s.invalid("field 'quality': expected a list of flags") }
+                var flags = [String]()
+                try s.expect(UInt8(ascii: "["))
+                if !s.consume(UInt8(ascii: "]")) {
+                    repeat { flags.append(try string(&s, "quality")) } while s.consume(UInt8(ascii: ","))
+                    try s.expect(UInt8(ascii: "]"))
+                }
+                input.quality = flags
+            default:
+                throw s.invalid("unknown field '\(key)'")
             }
         }
+        return input
     }
 
-    private static func decodeSource(_ decoder: any Decoder) throws -> SourceRef {
-        let c = try decoder.container(keyedBy: Key.self)
-        let allowed: Set = ["kind", "vendor", "app", "station", "device", "record_id"]
-        if let unknown = c.allKeys.first(where: { !allowed.contains($0.stringValue) }) {
-            throw SampleError.malformed("unknown field 'source.\(unknown.stringValue)'")
-        }
-        let kindName = try c.decode(String.self, forKey: Key(stringValue: "kind"))
-        guard let kind = SourceRef.Kind(rawValue: kindName) else {
-            let kinds = SourceRef.Kind.allCases.map(\.rawValue).joined(separator: ", ")
-            throw SampleError.malformed("source.kind '\(kindName)' is not one of \(kinds)")
-        }
-        var device: SourceRef.Device?
-        if c.contains(Key(stringValue: "device")) {
-            let d = try c.nestedContainer(keyedBy: Key.self, forKey: Key(stringValue: "device"))
-            let deviceKeys: Set = ["manufacturer", "model", "serial", "address", "firmware"]
-            if let unknown = d.allKeys.first(where: { !deviceKeys.contains($0.stringValue) }) {
-                throw SampleError.malformed("unknown field 'source.device.\(unknown.stringValue)'")
+    private static func string(_ s: inout JSONScanner, _ key: String) throws(JSONScanner.Failure) -> String {
+        guard try s.nextKind() == .string else { throw s.invalid("field '\(key)': expected a string") }
+        return try s.readString()
+    }
+
+    private static func readSource(_ s: inout JSONScanner) throws(JSONScanner.Failure) -> SourceRef {
+        guard try s.nextKind() == .object else { throw s.invalid("field 'source': expected an object") }
+        var kind: SourceRef.Kind?
+        var source = SourceRef(kind: .app)
+        var seen = [String]()
+        try s.readObject { s, key throws(JSONScanner.Failure) in
+            guard !seen.contains(key) else { throw s.invalid("field 'source.\(key)' appears twice") }
+            seen.append(key)
+            switch key {
+            case "kind":
+                let name = try string(&s, "source.kind")
+                guard let k = SourceRef.Kind(rawValue: name) else {
+                    let kinds = SourceRef.Kind.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw s.invalid("source.kind '\(name)' is not one of \(kinds)")
+                }
+                kind = k
+            case "vendor": source.vendor = try string(&s, "source.vendor")
+            case "app": source.app = try string(&s, "source.app")
+            case "station": source.station = try string(&s, "source.station")
+            case "record_id": source.recordID = try string(&s, "source.record_id")
+            case "device":
+                guard try s.nextKind() == .object else { throw s.invalid("field 'source.device': expected an object") }
+                var device = SourceRef.Device()
+                var deviceSeen = [String]()
+                try s.readObject { s, key throws(JSONScanner.Failure) in
+                    guard !deviceSeen.contains(key) else { throw s.invalid("field 'source.device.\(key)' appears twice") }
+                    deviceSeen.append(key)
+                    switch key {
+                    case "manufacturer": device.manufacturer = try string(&s, "source.device.manufacturer")
+                    case "model": device.model = try string(&s, "source.device.model")
+                    case "serial": device.serial = try string(&s, "source.device.serial")
+                    case "address": device.address = try string(&s, "source.device.address")
+                    case "firmware": device.firmware = try string(&s, "source.device.firmware")
+                    default: throw s.invalid("unknown field 'source.device.\(key)'")
+                    }
+                }
+                source.device = device
+            default:
+                throw s.invalid("unknown field 'source.\(key)'")
             }
-            func s(_ k: String) throws -> String? { try d.decodeIfPresent(String.self, forKey: Key(stringValue: k)) }
-            device = .init(
-                manufacturer: try s("manufacturer"), model: try s("model"), serial: try s("serial"),
-                address: try s("address"), firmware: try s("firmware"))
         }
-        func s(_ k: String) throws -> String? { try c.decodeIfPresent(String.self, forKey: Key(stringValue: k)) }
-        return SourceRef(
-            kind: kind, vendor: try s("vendor"), app: try s("app"), station: try s("station"), device: device,
-            recordID: try s("record_id"))
+        guard let kind else { throw s.invalid("missing field 'source.kind'") }
+        source.kind = kind
+        return source
     }
 
     func validate(now: Timestamp) -> Result<Sample, SampleError> {
