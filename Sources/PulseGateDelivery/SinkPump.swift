@@ -31,6 +31,7 @@ public final class SinkPump: Sendable {
     private struct State {
         var drainDeadline: ContinuousClock.Instant?
         var health: Health = .healthy
+        var lastAckFailureLog: ContinuousClock.Instant?
     }
     private let state = Mutex(State())
 
@@ -88,14 +89,26 @@ public final class SinkPump: Sendable {
 
     private func pump() async throws {
         var cursor = outbox.cursor(for: sink.id)
+        /// A delivered position whose acknowledgement could not be written yet (full disk). Delivery goes
+        /// on from memory — reading needs no space — and the write is retried each round; if the process
+        /// dies first, those samples are delivered again (at least once), never lost.
+        var unpersisted: Int64?
         var lastReplayCheck = ContinuousClock.Instant.now - .seconds(10)
         logger.info("sink pump started", metadata: ["cursor": "\(cursor)", "kind": "\(sink.kind)"])
+        defer {
+            if let seq = unpersisted {
+                logger.warning(
+                    "stopping with an unrecorded acknowledgement; these samples will be delivered again after restart",
+                    metadata: ["through_seq": "\(seq)", "recorded_seq": "\(outbox.cursor(for: sink.id))"])
+            }
+        }
         while !Task.isCancelled {
+            if let seq = unpersisted, await recordAcknowledgement(through: seq) { unpersisted = nil }
             if pastDeadline {
                 logger.warning("drain timeout reached; undelivered samples stay in the outbox", metadata: ["lag": "\(lag)"])
                 return
             }
-            if drainDeadline == nil, ContinuousClock.now - lastReplayCheck > .seconds(1) {
+            if drainDeadline == nil, unpersisted == nil, ContinuousClock.now - lastReplayCheck > .seconds(1) {
                 lastReplayCheck = .now
                 if try await replayOne() { continue }
             }
@@ -110,7 +123,7 @@ public final class SinkPump: Sendable {
             }
             guard let batch else {
                 metrics.lag.record(0)
-                if drainDeadline != nil {
+                if drainDeadline != nil, unpersisted == nil {
                     logger.info("sink drained")
                     return
                 }
@@ -122,10 +135,8 @@ public final class SinkPump: Sendable {
             case .delivered:
                 metrics.delivered.increment(by: batch.count)
                 metrics.batches.increment()
-                guard await persist({ try await self.outbox.acknowledge(sink: self.sink.id, through: batch.lastSeq) }) else {
-                    return
-                }
                 cursor = batch.lastSeq
+                unpersisted = await recordAcknowledgement(through: batch.lastSeq) ? nil : batch.lastSeq
                 metrics.lag.record(lag)
             case .poison(let reason):
                 logger.error(
@@ -133,13 +144,40 @@ public final class SinkPump: Sendable {
                     metadata: ["batch_id": "\(batchID)", "first_seq": "\(batch.firstSeq)", "last_seq": "\(batch.lastSeq)",
                                "samples": "\(batch.count)", "reason": "\(reason)"])
                 metrics.deadLettered.increment(by: batch.count)
+                // Skipping a poison batch is only safe once it is stored as a dead letter: block on it.
                 guard await persist({
                     try await self.outbox.deadLetter(sink: self.sink.id, batch: batch, reason: reason)
                 }) else { return }
                 cursor = batch.lastSeq
+                unpersisted = nil
             case .gaveUp:
                 return
             }
+        }
+    }
+
+    /// One attempt to persist the cursor; logs the first failure and then every 30 s.
+    private func recordAcknowledgement(through seq: Int64) async -> Bool {
+        do {
+            try await outbox.acknowledge(sink: sink.id, through: seq)
+            let wasFailing = state.withLock { s -> Bool in
+                defer { s.lastAckFailureLog = nil }
+                return s.lastAckFailureLog != nil
+            }
+            if wasFailing { logger.notice("acknowledgements are recorded again", metadata: ["through_seq": "\(seq)"]) }
+            return true
+        } catch {
+            let log = state.withLock { s -> Bool in
+                if let last = s.lastAckFailureLog, ContinuousClock.now - last < .seconds(30) { return false }
+                s.lastAckFailureLog = .now
+                return true
+            }
+            if log {
+                logger.error(
+                    "cannot record the acknowledgement in the store; delivering on from memory and retrying",
+                    metadata: ["error": "\(error)", "through_seq": "\(seq)"])
+            }
+            return false
         }
     }
 
