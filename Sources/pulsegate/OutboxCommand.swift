@@ -88,6 +88,12 @@ struct OutboxCommand: ParsableCommand {
                 ConfigOptions.fail("pulsegate: \(error)", code: 1)
             }
             print("queued \(count) dead letter(s) for replay")
+            if !all, count < ids.count {
+                // A typo in an id must not look like success.
+                ConfigOptions.fail(
+                    "pulsegate: \(ids.count - count) of \(ids.count) ids are not dead letters\(sink.map { " of sink \($0)" } ?? "") or were already queued",
+                    code: 1)
+            }
         }
     }
 }
