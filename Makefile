@@ -18,6 +18,7 @@ run: build
 	@mkdir -p var
 	@echo "pulsegate: listening on http://127.0.0.1:8080 (GET /healthz, /readyz, /metrics; POST /v1/samples)"
 	@echo "pulsegate: store var/pulsegate.sqlite, samples appended to var/samples.ndjson, JSON logs on stderr"
+	@echo "pulsegate: POST /v1/samples needs an API key: .build/debug/pulsegate apikey new --name me, then make run CONFIG=your.yaml"
 	@echo "pulsegate: Ctrl-C stops it gracefully"
 	$(SWIFT) run pulsegate serve $(if $(CONFIG),--config $(CONFIG),)
 
