@@ -141,6 +141,11 @@ let package = Package(
         ),
 
         // MARK: tests
+        .target(
+            name: "PulseGateTestSupport",
+            path: "Tests/PulseGateTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "PulseGateCoreTests",
             dependencies: ["PulseGateCore"],
@@ -148,13 +153,13 @@ let package = Package(
         ),
         .testTarget(
             name: "PulseGateStoreTests",
-            dependencies: ["PulseGateStore", "PulseGateCore"],
+            dependencies: ["PulseGateStore", "PulseGateCore", "PulseGateTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "PulseGateDeliveryTests",
             dependencies: [
-                "PulseGateDelivery", "PulseGateStore", "PulseGateCore",
+                "PulseGateDelivery", "PulseGateStore", "PulseGateCore", "PulseGateTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -164,6 +169,7 @@ let package = Package(
             name: "PulseGateServerTests",
             dependencies: [
                 "PulseGateServer", "PulseGateDaemon", "PulseGateDelivery", "PulseGateStore", "PulseGateCore",
+                "PulseGateTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,4 +1,5 @@
 import Foundation
+import PulseGateTestSupport
 import Testing
 
 @testable import PulseGateDelivery

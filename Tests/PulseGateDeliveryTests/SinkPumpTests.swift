@@ -1,17 +1,12 @@
 import Foundation
 import Logging
 import Metrics
+import PulseGateTestSupport
 import Synchronization
 import Testing
 
 @testable import PulseGateDelivery
 @testable import PulseGateStore
-
-func temporaryDirectory() -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pulsegate-delivery-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.path
-}
 
 func sampleLines(_ range: Range<Int>) -> [[UInt8]] {
     range.map { Array("{\"n\":\($0)}\n".utf8) }

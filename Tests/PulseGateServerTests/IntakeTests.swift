@@ -4,17 +4,12 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import PulseGateTestSupport
 import Testing
 
 @testable import PulseGateDaemon
 @testable import PulseGateServer
 @testable import PulseGateStore
-
-func temporaryDirectory() -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pulsegate-server-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.path
-}
 
 let writerKey = "pgk_writer-key-for-tests"
 let readerKey = "pgk_reader-key-for-tests"

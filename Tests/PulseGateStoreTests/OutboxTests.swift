@@ -1,14 +1,13 @@
 import Foundation
 import Logging
+import PulseGateTestSupport
 import Testing
 
 @testable import PulseGateStore
 
 /// A fresh store file in its own temporary directory.
 func temporaryStorePath() -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pulsegate-store-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.appendingPathComponent("pulsegate.sqlite").path
+    temporaryDirectory("store") + "/pulsegate.sqlite"
 }
 
 func lines(_ range: Range<Int>) -> [[UInt8]] {
