@@ -16,9 +16,12 @@ import Synchronization
 //
 //   swift build -c release --product pulsegate-bench && .build/release/pulsegate-bench [--samples N]
 //
-// 1. enqueue   Outbox.enqueue of schema-v1 samples (encode included) in batches of 1,000 from 4
-//              concurrent writers, synchronous=FULL, against the baseline: the same rows inserted
+// 0. decode    SampleCodec.decode of an NDJSON intake body (strict parse, validation, ids), against
+//              JSONSerialization parsing the same lines without any validation.
+// 1. enqueue   Outbox.enqueue of encoded schema-v1 samples in batches of 1,000 from 4 concurrent
+//              writers (group commit), synchronous=FULL, against the baseline: the same rows inserted
 //              through GRDB with a cached prepared statement, one transaction per batch, one writer.
+//    encode    SampleCodec.line (the canonical NDJSON form) on its own, for the share it adds.
 // 2. delivery  a SinkPump draining the outbox into an HTTP sink (signed NDJSON, batches of 5,000) to
 //              a local receiver, against the baseline: the receiver's own ceiling, i.e. the same
 //              bodies POSTed back to back with the same HTTP client, no outbox.
@@ -117,8 +120,7 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     for w in 0..<writers {
         group.addTask {
             for chunk in stride(from: w * batch, to: total, by: batch * writers) {
-                let lines = samples[chunk..<min(chunk + batch, total)].map { SampleCodec.line($0) }
-                _ = try await outbox.enqueue(lines)
+                _ = try await outbox.enqueue(Array(encoded[chunk..<min(chunk + batch, total)]))
             }
         }
     }
@@ -126,6 +128,10 @@ try await withThrowingTaskGroup(of: Void.self) { group in
 }
 let enqueueRate = rate(total, ContinuousClock.now - enqueueStart)
 report("enqueue", enqueueRate, baseline: rawRate, goal: 200_000)
+let encodeStart = ContinuousClock.now
+var encodedBytes = 0
+for sample in samples { encodedBytes += SampleCodec.line(sample).count }
+print(String(format: "%-9@ %10.0f samples/s   (%d bytes)", "encode" as NSString, rate(total, ContinuousClock.now - encodeStart), encodedBytes))
 
 // MARK: 2. delivery vs the receiver's ceiling
 

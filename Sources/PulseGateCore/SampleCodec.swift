@@ -50,16 +50,20 @@ public enum SampleCodec {
         if let d = s.source.device, !d.isEmpty {
             out.append(contentsOf: #","device":{"#.utf8)
             var first = true
-            for (key, value) in [("manufacturer", d.manufacturer), ("model", d.model), ("serial", d.serial),
-                                 ("address", d.address), ("firmware", d.firmware)] {
-                guard let value else { continue }
+            func member(_ key: StaticString, _ value: String?) {
+                guard let value else { return }
                 if !first { out.append(UInt8(ascii: ",")) }
                 first = false
                 out.append(UInt8(ascii: "\""))
-                out.append(contentsOf: key.utf8)
+                key.withUTF8Buffer { out.append(contentsOf: $0) }
                 out.append(contentsOf: #"":"#.utf8)
                 appendString(value, to: &out)
             }
+            member("manufacturer", d.manufacturer)
+            member("model", d.model)
+            member("serial", d.serial)
+            member("address", d.address)
+            member("firmware", d.firmware)
             out.append(UInt8(ascii: "}"))
         }
         appendField("record_id", s.source.recordID, to: &out)
