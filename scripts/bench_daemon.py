@@ -86,7 +86,13 @@ api_keys:
         wait_healthy(port, proc)
         time.sleep(3)
         idle = rss_kib(proc.pid)
-        print(f"idle RSS: {idle / 1024:.1f} MiB (goal < 40 MB: {'met' if idle * 1024 < 40e6 else 'NOT met'})")
+        anon = 0
+        with open(f"/proc/{proc.pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    anon = int(line.split()[1])
+        print(f"idle RSS: {idle / 1024:.1f} MiB = {idle * 1024 / 1e6:.1f} MB, of which anonymous {anon / 1024:.1f} MiB "
+              f"(goal < 40 MB: {'met' if idle * 1024 < 40e6 else 'NOT met'})")
 
         base = int(time.time() * 1000) - 3_600_000
         lines = []
