@@ -164,10 +164,26 @@ public final class StdoutSink: Sink {
     public let id: String
     public var kind: String { "stdout" }
     private let lock = Mutex(())
+    private let pool: NIOThreadPool
 
-    public init(id: String) { self.id = id }
+    public init(id: String, threadPool: NIOThreadPool = .singleton) {
+        self.id = id
+        self.pool = threadPool
+    }
 
+    /// A reader that stops reading blocks the write: it runs on the thread pool, never on the
+    /// concurrency pool's few threads.
     public func deliver(_ batch: OutboxBatch, batchID: String) async throws(SinkError) {
+        do {
+            try await pool.runIfActive { try self.write(batch) }
+        } catch let error as SinkError {
+            throw error
+        } catch {
+            throw .retryable("stdout: \(error)")
+        }
+    }
+
+    private func write(_ batch: OutboxBatch) throws(SinkError) {
         try lock.withLock { _ throws(SinkError) in
             var offset = 0
             while offset < batch.body.count {

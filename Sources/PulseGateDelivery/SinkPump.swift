@@ -264,13 +264,12 @@ public final class SinkPump: Sendable {
     private func sleep(_ duration: Duration) async {
         guard duration > .zero else { return }
         let generation = wake.generation
-        if drainDeadline != nil {
+        var timeout = duration
+        if let deadline = drainDeadline {
             // While draining, never sleep past the deadline.
-            let remaining = drainDeadline! - .now
-            await wake.wait(since: generation &+ 1, timeout: min(duration, max(remaining, .zero)))
-        } else {
-            await wake.wait(since: generation, timeout: duration)
+            timeout = min(duration, max(deadline - .now, .zero))
         }
+        await wake.wait(since: generation, timeout: timeout)
     }
 
     private func markFailing(_ reason: String, attempt: Int, delay: Duration) {

@@ -124,6 +124,28 @@ struct SinkPumpTests {
         #expect(sink.received.count == 9)
     }
 
+    @Test("a failing sink is retried at the backoff pace while draining, and given up at the deadline")
+    func drainBackoff() async throws {
+        let outbox = try makeOutbox(sinks: ["s"])
+        _ = try await outbox.enqueue(sampleLines(0..<3))
+        let sink = ScriptedSink(id: "s", script: Array(repeating: .retryable("down"), count: 100_000))
+        let p = SinkPump(
+            sink: sink, outbox: outbox, batchSize: 10, backoff: Backoff(initial: .milliseconds(100), maximum: .milliseconds(100)),
+            drainTimeout: .milliseconds(500), metricsFactory: NOOPMetricsHandler.instance, logger: logger)
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await p.run() }
+            try await Task.sleep(for: .milliseconds(50))
+            p.beginDrain()
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed >= .milliseconds(500) && elapsed < .seconds(3))
+        let calls = sink.state.withLock { $0.calls }
+        #expect(calls >= 2 && calls <= 40, "\(calls) attempts in half a second with up to 100 ms jittered backoff")
+        #expect(outbox.cursor(for: "s") == 0, "nothing was acknowledged")
+    }
+
     @Test("backoff grows exponentially, is capped, and is jittered below the cap")
     func backoff() {
         let b = Backoff(initial: .milliseconds(100), maximum: .seconds(2))
