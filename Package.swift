@@ -44,7 +44,7 @@ let package = Package(
         .target(
             name: "PulseGateCore",
             dependencies: [
-                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Crypto", package: "swift-crypto")
             ],
             resources: [.copy("Resources/sample-v1.schema.json")],
             swiftSettings: swiftSettings

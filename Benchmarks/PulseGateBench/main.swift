@@ -40,7 +40,8 @@ func scratch() -> String {
 
 let now = Timestamp.now
 let base = now.adding(milliseconds: -3_600_000)
-let source = SourceRef(kind: .ble, station: "bike-7", device: .init(manufacturer: "Polar", model: "H10", address: "A0:9E:1A:00:00:01"))
+let source = SourceRef(
+    kind: .ble, station: "bike-7", device: .init(manufacturer: "Polar", model: "H10", address: "A0:9E:1A:00:00:01"))
 func makeSamples(_ range: Range<Int>) -> [Sample] {
     range.map { i in
         try! Sample(
@@ -55,13 +56,16 @@ func rate(_ count: Int, _ elapsed: Duration) -> Double {
 
 func report(_ name: String, _ value: Double, baseline: Double, goal: Double) {
     let line = String(
-        format: "%-9@ %10.0f samples/s   baseline %10.0f samples/s   ratio %.2f   goal %.0f: %@", name as NSString, value,
+        format: "%-9@ %10.0f samples/s   baseline %10.0f samples/s   ratio %.2f   goal %.0f: %@", name as NSString,
+        value,
         baseline, value / baseline, goal, (value >= goal ? "met" : "NOT met") as NSString)
     print(line)
 }
 
 let logger = Logger(label: "bench")
-print("pulsegate-bench: \(total) samples for enqueue, \(deliveryTotal) for delivery, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+print(
+    "pulsegate-bench: \(total) samples for enqueue, \(deliveryTotal) for delivery, \(ProcessInfo.processInfo.activeProcessorCount) cores"
+)
 let samples = makeSamples(0..<total)
 let encoded = samples.map { SampleCodec.line($0) }
 print("average sample size: \(encoded.reduce(0) { $0 + $1.count } / encoded.count) bytes")
@@ -93,7 +97,8 @@ do {
     let decodeRate = rate(count, ContinuousClock.now - decodeStart)
     precondition(valid == count && parsed == count, "decoded \(valid), parsed \(parsed) of \(count)")
     let line = String(
-        format: "%-9@ %10.0f samples/s   baseline %10.0f samples/s   ratio %.2f   (baseline: JSONSerialization parse only, no validation)",
+        format:
+            "%-9@ %10.0f samples/s   baseline %10.0f samples/s   ratio %.2f   (baseline: JSONSerialization parse only, no validation)",
         "decode" as NSString, decodeRate, jsonRate, decodeRate / jsonRate)
     print(line)
 }
@@ -131,7 +136,10 @@ report("enqueue", enqueueRate, baseline: rawRate, goal: 200_000)
 let encodeStart = ContinuousClock.now
 var encodedBytes = 0
 for sample in samples { encodedBytes += SampleCodec.line(sample).count }
-print(String(format: "%-9@ %10.0f samples/s   (%d bytes)", "encode" as NSString, rate(total, ContinuousClock.now - encodeStart), encodedBytes))
+print(
+    String(
+        format: "%-9@ %10.0f samples/s   (%d bytes)", "encode" as NSString,
+        rate(total, ContinuousClock.now - encodeStart), encodedBytes))
 
 // MARK: 2. delivery vs the receiver's ceiling
 
@@ -150,7 +158,8 @@ router.post("/in") { request, _ -> Response in
 let port = Mutex<Int?>(nil)
 let receiver = Application(
     router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-    onServerRunning: { channel in port.withLock { $0 = channel.localAddress?.port } }, logger: Logger(label: "receiver"))
+    onServerRunning: { channel in port.withLock { $0 = channel.localAddress?.port } }, logger: Logger(label: "receiver")
+)
 
 try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { try await receiver.run() }
@@ -179,7 +188,9 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     for chunk in stride(from: 0, to: deliveryTotal, by: batch) {
         _ = try await deliveryOutbox.enqueue(Array(encoded[chunk..<min(chunk + batch, deliveryTotal)]))
     }
-    let sink = HTTPSink(id: "http", url: url, secret: Secret("benchmark-hmac-secret-0123456789"), timeout: .seconds(30), client: client, logger: logger)
+    let sink = HTTPSink(
+        id: "http", url: url, secret: Secret("benchmark-hmac-secret-0123456789"), timeout: .seconds(30), client: client,
+        logger: logger)
     let pump = SinkPump(
         sink: sink, outbox: deliveryOutbox, batchSize: deliveryBatch, backoff: Backoff(), drainTimeout: .seconds(60),
         metricsFactory: NOOPMetricsHandler.instance, logger: logger)
@@ -187,7 +198,9 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     pump.beginDrain()
     try await pump.run()
     let deliveryRate = rate(deliveryTotal, ContinuousClock.now - deliveryStart)
-    precondition(received.lines.load(ordering: .relaxed) == deliveryTotal, "receiver saw \(received.lines.load(ordering: .relaxed)) lines")
+    precondition(
+        received.lines.load(ordering: .relaxed) == deliveryTotal,
+        "receiver saw \(received.lines.load(ordering: .relaxed)) lines")
     report("delivery", deliveryRate, baseline: ceilingRate, goal: 100_000)
     group.cancelAll()
 }

@@ -79,7 +79,8 @@ public typealias SampleID = DerivedID
 extension SampleID {
     init(subject: String, metric: Metric, source: SourceRef, start: Timestamp, end: Timestamp?) {
         self.init(fields: [
-            "pulsegate-sample-v1", subject, metric.name, source.kind.rawValue, source.vendor, source.app, source.station,
+            "pulsegate-sample-v1", subject, metric.name, source.kind.rawValue, source.vendor, source.app,
+            source.station,
             source.device?.manufacturer, source.device?.model, source.device?.serial, source.device?.address,
             source.recordID, String(start.millisecondsSinceEpoch), end.map { String($0.millisecondsSinceEpoch) },
         ])

@@ -72,14 +72,16 @@ public struct Sample: Sendable, Hashable {
         switch value {
         case .number(let raw):
             guard metric.categories == nil else {
-                throw .init(.invalidValue, "'\(metric.name)' takes one of \(metric.categories!.joined(separator: ", "))")
+                throw .init(
+                    .invalidValue, "'\(metric.name)' takes one of \(metric.categories!.joined(separator: ", "))")
             }
             guard raw.isFinite else { throw .init(.invalidValue, "value is not a finite number") }
             let converted = raw * conversion.factor + conversion.offset
             if let range = metric.range, !range.contains(converted) {
                 throw .init(
                     .invalidValue,
-                    "value \(converted) \(metric.unit.code) is outside \(range.lowerBound)...\(range.upperBound) for '\(metric.name)'")
+                    "value \(converted) \(metric.unit.code) is outside \(range.lowerBound)...\(range.upperBound) for '\(metric.name)'"
+                )
             }
             canonical = .number(converted)
         case .category(let name):
@@ -118,8 +120,10 @@ public struct Sample: Sendable, Hashable {
 /// Why a sample was rejected. A struct over a private code enum so new reasons are not a breaking change.
 public struct SampleError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Sendable, Hashable, CustomStringConvertible {
-        enum Base: String, Sendable { case malformed, unknownMetric, wrongUnit, invalidValue, timeOutOfRange,
-            invalidInterval, invalidSubject, invalidSource, idMismatch }
+        enum Base: String, Sendable {
+            case malformed, unknownMetric, wrongUnit, invalidValue, timeOutOfRange,
+                invalidInterval, invalidSubject, invalidSource, idMismatch
+        }
         let base: Base
         public static let malformed = Code(base: .malformed)
         public static let unknownMetric = Code(base: .unknownMetric)
@@ -141,12 +145,14 @@ public struct SampleError: Error, Sendable, Hashable, CustomStringConvertible {
 
     init(_ code: Code, _ message: String? = nil) {
         self.code = code
-        self.message = message ?? {
-            switch code.base {
-            case .invalidSubject: "subject must be 1-200 characters"
-            default: code.description
-            }
-        }()
+        self.message =
+            message
+            ?? {
+                switch code.base {
+                case .invalidSubject: "subject must be 1-200 characters"
+                default: code.description
+                }
+            }()
     }
 
     public static func malformed(_ message: String) -> SampleError { .init(.malformed, message) }

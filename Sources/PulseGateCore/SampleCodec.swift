@@ -1,6 +1,5 @@
 import Foundation
 
-
 /// Reads and writes schema v1 JSON.
 ///
 /// Writing is hand-rolled: the output is the wire format every sink and consumer sees, so field order
@@ -172,7 +171,9 @@ public enum SampleCodec {
                     scanner.skipWhitespace()
                     guard scanner.atEnd else { throw scanner.fail("data after the array") }
                 } catch {
-                    return .failure(.malformed("body is not a JSON array of samples: \(error.message) at byte \(error.offset ?? 0)"))
+                    return .failure(
+                        .malformed("body is not a JSON array of samples: \(error.message) at byte \(error.offset ?? 0)")
+                    )
                 }
                 return .success(elements.map { sample(from: $0, now: now) })
             }
@@ -285,7 +286,9 @@ struct SampleInput {
                 var device = SourceRef.Device()
                 var deviceSeen = [String]()
                 try s.readObject { s, key throws(JSONScanner.Failure) in
-                    guard !deviceSeen.contains(key) else { throw s.invalid("field 'source.device.\(key)' appears twice") }
+                    guard !deviceSeen.contains(key) else {
+                        throw s.invalid("field 'source.device.\(key)' appears twice")
+                    }
                     deviceSeen.append(key)
                     switch key {
                     case "manufacturer": device.manufacturer = try string(&s, "source.device.manufacturer")

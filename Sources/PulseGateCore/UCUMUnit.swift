@@ -38,14 +38,17 @@ public struct UCUMUnit: Sendable, Hashable, CustomStringConvertible {
 extension UCUMUnit {
     public static let perMinute = UCUMUnit(
         code: "/min",
-        aliases: [.init("{beats}/min", factor: 1), .init("{rev}/min", factor: 1), .init("{steps}/min", factor: 1),
-                  .init("{breaths}/min", factor: 1), .init("/s", factor: 60)])
+        aliases: [
+            .init("{beats}/min", factor: 1), .init("{rev}/min", factor: 1), .init("{steps}/min", factor: 1),
+            .init("{breaths}/min", factor: 1), .init("/s", factor: 60),
+        ])
     public static let millisecond = UCUMUnit(code: "ms", aliases: [.init("s", factor: 1000)])
     public static let watt = UCUMUnit(code: "W", aliases: [.init("kW", factor: 1000)])
     public static let meterPerSecond = UCUMUnit(
         code: "m/s", aliases: [.init("km/h", factor: 1 / 3.6), .init("[mi_i]/h", factor: 0.44704)])
     public static let meter = UCUMUnit(
-        code: "m", aliases: [.init("km", factor: 1000), .init("[mi_i]", factor: 1609.344), .init("[ft_i]", factor: 0.3048)])
+        code: "m",
+        aliases: [.init("km", factor: 1000), .init("[mi_i]", factor: 1609.344), .init("[ft_i]", factor: 0.3048)])
     public static let degree = UCUMUnit(code: "deg")
     public static let steps = UCUMUnit(code: "{steps}")
     public static let kilocalorie = UCUMUnit(
@@ -54,7 +57,8 @@ extension UCUMUnit {
     public static let kilogram = UCUMUnit(
         code: "kg", aliases: [.init("g", factor: 0.001), .init("[lb_av]", factor: 0.45359237)])
     public static let celsius = UCUMUnit(
-        code: "Cel", aliases: [.init("[degF]", factor: 5.0 / 9.0, offset: -32 * 5.0 / 9.0), .init("K", factor: 1, offset: -273.15)])
+        code: "Cel",
+        aliases: [.init("[degF]", factor: 5.0 / 9.0, offset: -32 * 5.0 / 9.0), .init("K", factor: 1, offset: -273.15)])
     public static let millimeterOfMercury = UCUMUnit(code: "mm[Hg]", aliases: [.init("kPa", factor: 7.500_615_75)])
     public static let stage = UCUMUnit(code: "{stage}")
     public static let milliliterPerMinutePerKilogram = UCUMUnit(

@@ -18,7 +18,9 @@ public struct DaemonError: Error, Sendable, CustomStringConvertible {
     public let exitCode: Int32
 
     public static func stateDirectory(_ message: String) -> DaemonError { .init(message: message, exitCode: 73) }
-    public static func config(_ error: ConfigError) -> DaemonError { .init(message: "invalid configuration: \(error)", exitCode: 78) }
+    public static func config(_ error: ConfigError) -> DaemonError {
+        .init(message: "invalid configuration: \(error)", exitCode: 78)
+    }
     public static func internalFailure(_ message: String) -> DaemonError { .init(message: message, exitCode: 70) }
 
     public var description: String { message }
@@ -37,7 +39,9 @@ public final class Daemon: Sendable {
     private let logger: Logger
 
     /// Opens the state directory, the store and the sinks. Nothing listens yet.
-    public init(configuration: DaemonConfiguration, logger: Logger, telemetry: Telemetry = Telemetry()) throws(DaemonError) {
+    public init(configuration: DaemonConfiguration, logger: Logger, telemetry: Telemetry = Telemetry())
+        throws(DaemonError)
+    {
         self.configuration = configuration
         self.logger = logger
         self.telemetry = telemetry
@@ -53,7 +57,9 @@ public final class Daemon: Sendable {
             }
             throw .internalFailure(error.message)
         }
-        let needsHTTP = configuration.sinks.contains { if case .http = $0.kind { return true }; return false }
+        let needsHTTP = configuration.sinks.contains {
+            if case .http = $0.kind { return true }; return false
+        }
         var clientConfig = HTTPClient.Configuration()
         clientConfig.redirectConfiguration = .disallow
         clientConfig.timeout = .init(connect: .seconds(5))
@@ -66,7 +72,8 @@ public final class Daemon: Sendable {
             let sink: any Sink
             switch sinkConfig.kind {
             case .http(let url, let secret, let timeout, _):
-                sink = HTTPSink(id: sinkConfig.id, url: url, secret: secret, timeout: timeout, client: client!, logger: logger)
+                sink = HTTPSink(
+                    id: sinkConfig.id, url: url, secret: secret, timeout: timeout, client: client!, logger: logger)
             case .file(let path, let rotateBytes, let keepFiles):
                 sink = FileSink(id: sinkConfig.id, path: path, rotateBytes: rotateBytes, keepFiles: keepFiles)
             case .stdout:
@@ -83,7 +90,8 @@ public final class Daemon: Sendable {
     static func prepareStateDirectory(_ path: String) throws(DaemonError) {
         let fm = FileManager.default
         do {
-            try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+            try fm.createDirectory(
+                atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         } catch {
             throw .stateDirectory("state directory \(path) cannot be created: \(error.localizedDescription)")
         }
@@ -109,14 +117,17 @@ public final class Daemon: Sendable {
         let storePath = configuration.storePath
         return Application(
             router: router,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pulsegate"),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "pulsegate"),
             services: [DeliveryService(pumps: pumps), notifier],
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                 logger.notice(
                     "pulsegate ready",
-                    metadata: ["address": "\(address)", "store": "\(storePath)", "sinks": "\(sinks)",
-                               "version": "\(PulseGateVersion.current)"])
+                    metadata: [
+                        "address": "\(address)", "store": "\(storePath)", "sinks": "\(sinks)",
+                        "version": "\(PulseGateVersion.current)",
+                    ])
                 notifier.ready(status: "listening on \(address)")
             },
             logger: logger)

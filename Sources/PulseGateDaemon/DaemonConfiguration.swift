@@ -82,7 +82,8 @@ public struct DaemonConfiguration: Sendable {
             baseDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
             if baseDirectory.isEmpty { baseDirectory = FileManager.default.currentDirectoryPath }
             if !path.hasPrefix("/") {
-                baseDirectory = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+                baseDirectory =
+                    URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
                     .appendingPathComponent(path).deletingLastPathComponent().path
             }
         }
@@ -110,7 +111,9 @@ public struct DaemonConfiguration: Sendable {
         return try resolve(file, environment: environment, baseDirectory: baseDirectory)
     }
 
-    private static func set(_ value: Any, at path: ArraySlice<String>, in node: Any, name: String) throws(ConfigError) -> Any {
+    private static func set(_ value: Any, at path: ArraySlice<String>, in node: Any, name: String) throws(ConfigError)
+        -> Any
+    {
         guard let head = path.first else { return value }
         let rest = path.dropFirst()
         if var list = node as? [Any] {
@@ -189,7 +192,8 @@ public struct DaemonConfiguration: Sendable {
         -> DaemonConfiguration
     {
         func absolute(_ path: String, against base: String) -> String {
-            path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardizedFileURL.path
+            path.hasPrefix("/")
+                ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardizedFileURL.path
         }
         let stateDirectory = absolute(file.stateDirectory ?? "var", against: baseDirectory)
         var c = DaemonConfiguration(
@@ -202,7 +206,9 @@ public struct DaemonConfiguration: Sendable {
             c.host = host
         }
         if let port = file.server?.port {
-            guard (0...65535).contains(port) else { throw ConfigError(key: "server.port", "must be 0...65535, not \(port)") }
+            guard (0...65535).contains(port) else {
+                throw ConfigError(key: "server.port", "must be 0...65535, not \(port)")
+            }
             c.port = port
         }
         if let max = file.server?.maxBodyBytes {
@@ -220,7 +226,9 @@ public struct DaemonConfiguration: Sendable {
             c.highWatermark = hw
         }
         if let ra = file.outbox?.retryAfterSeconds {
-            guard (1...3600).contains(ra) else { throw ConfigError(key: "outbox.retry_after_seconds", "must be 1...3600") }
+            guard (1...3600).contains(ra) else {
+                throw ConfigError(key: "outbox.retry_after_seconds", "must be 1...3600")
+            }
             c.retryAfterSeconds = ra
         }
         let defaultBatch = file.outbox?.batchSize ?? 1000
@@ -260,7 +268,9 @@ public struct DaemonConfiguration: Sendable {
             }
             guard seen.insert(id).inserted else { throw ConfigError(key: "\(key).id", "'\(id)' is used twice") }
             let batch = sink.batchSize ?? defaultBatch
-            guard (1...100_000).contains(batch) else { throw ConfigError(key: "\(key).batch_size", "must be 1...100000") }
+            guard (1...100_000).contains(batch) else {
+                throw ConfigError(key: "\(key).batch_size", "must be 1...100000")
+            }
             let initial = sink.backoff?.initialMs ?? 200
             let maximum = sink.backoff?.maxMs ?? 60_000
             guard initial >= 1, maximum >= initial else {
@@ -269,7 +279,9 @@ public struct DaemonConfiguration: Sendable {
             let backoff = Backoff(initial: .milliseconds(initial), maximum: .milliseconds(maximum))
             let kind: SinkConfiguration.Kind
             func forbid(_ name: String, _ value: Any?) throws(ConfigError) {
-                if value != nil { throw ConfigError(key: "\(key).\(name)", "does not apply to a \(sink.type ?? "") sink") }
+                if value != nil {
+                    throw ConfigError(key: "\(key).\(name)", "does not apply to a \(sink.type ?? "") sink")
+                }
             }
             switch sink.type {
             case "file":
@@ -277,7 +289,9 @@ public struct DaemonConfiguration: Sendable {
                 try forbid("hmac_secret", sink.hmacSecret)
                 try forbid("hmac_secret_file", sink.hmacSecretFile)
                 try forbid("timeout_seconds", sink.timeoutSeconds)
-                guard let path = sink.path, !path.isEmpty else { throw ConfigError(key: "\(key).path", "required for a file sink") }
+                guard let path = sink.path, !path.isEmpty else {
+                    throw ConfigError(key: "\(key).path", "required for a file sink")
+                }
                 let rotate = sink.rotateBytes ?? 100 * 1024 * 1024
                 guard rotate >= 4096 else { throw ConfigError(key: "\(key).rotate_bytes", "must be at least 4096") }
                 let keep = sink.keepFiles ?? 10
@@ -287,7 +301,8 @@ public struct DaemonConfiguration: Sendable {
                 try forbid("path", sink.path)
                 try forbid("rotate_bytes", sink.rotateBytes)
                 try forbid("keep_files", sink.keepFiles)
-                guard let url = sink.url, let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""),
+                guard let url = sink.url, let parsed = URL(string: url),
+                    ["http", "https"].contains(parsed.scheme ?? ""),
                     parsed.host?.isEmpty == false
                 else {
                     throw ConfigError(key: "\(key).url", "not an http(s) URL")
@@ -320,7 +335,8 @@ public struct DaemonConfiguration: Sendable {
                 }
                 kind = .http(url: url, secret: secret, timeout: .milliseconds(Int64(timeout * 1000)), backoff: backoff)
             case "stdout":
-                for (name, value) in [("path", sink.path as Any?), ("url", sink.url), ("hmac_secret", sink.hmacSecret)] {
+                for (name, value) in [("path", sink.path as Any?), ("url", sink.url), ("hmac_secret", sink.hmacSecret)]
+                {
                     try forbid(name, value)
                 }
                 kind = .stdout

@@ -4,7 +4,7 @@ import PulseGateCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Structured log lines on standard error: one JSON object per line (or a readable text line), with
@@ -20,7 +20,9 @@ public struct StructuredLogHandler: LogHandler {
     private let format: DaemonConfiguration.LogFormat
 
     private static let lock = Mutex(())
-    static let secretKeyFragments = ["secret", "token", "password", "authorization", "cookie", "credential", "hmac", "signature", "api_key"]
+    static let secretKeyFragments = [
+        "secret", "token", "password", "authorization", "cookie", "credential", "hmac", "signature", "api_key",
+    ]
 
     public init(label: String, level: Logger.Level, format: DaemonConfiguration.LogFormat) {
         self.label = label
@@ -63,7 +65,8 @@ public struct StructuredLogHandler: LogHandler {
         }
         switch format {
         case .json:
-            var out = "{\"time\":\(Self.quote(time)),\"level\":\(Self.quote(level.rawValue)),\"logger\":\(Self.quote(label)),\"message\":\(Self.quote(Self.redact(key: "", value: message)))"
+            var out =
+                "{\"time\":\(Self.quote(time)),\"level\":\(Self.quote(level.rawValue)),\"logger\":\(Self.quote(label)),\"message\":\(Self.quote(Self.redact(key: "", value: message)))"
             for (key, value) in fields { out += ",\(Self.quote(key)):\(Self.quote(value))" }
             return out + "}\n"
         case .text:

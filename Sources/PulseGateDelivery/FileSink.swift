@@ -5,7 +5,7 @@ import PulseGateStore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Appends NDJSON to a file, `fsync`s, then acknowledges; rotates by size.

@@ -49,7 +49,8 @@ public final class HTTPSink: Sink {
         request.headers.add(name: "Pulsegate-Timestamp", value: String(timestamp))
         if let secret {
             request.headers.add(
-                name: "Pulsegate-Signature", value: Self.signature(secret: secret, timestamp: timestamp, body: batch.body))
+                name: "Pulsegate-Signature",
+                value: Self.signature(secret: secret, timestamp: timestamp, body: batch.body))
         }
         request.body = .bytes(ByteBuffer(bytes: batch.body))
         let response: HTTPClientResponse

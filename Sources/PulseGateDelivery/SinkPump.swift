@@ -58,11 +58,16 @@ public final class SinkPump: Sendable {
         self.logger = logger
         let dims = [("sink", sink.id)]
         metrics = Metrics(
-            delivered: Counter(label: "pulsegate_sink_delivered_samples_total", dimensions: dims, factory: metricsFactory),
-            batches: Counter(label: "pulsegate_sink_delivered_batches_total", dimensions: dims, factory: metricsFactory),
+            delivered: Counter(
+                label: "pulsegate_sink_delivered_samples_total", dimensions: dims, factory: metricsFactory),
+            batches: Counter(
+                label: "pulsegate_sink_delivered_batches_total", dimensions: dims, factory: metricsFactory),
             failures: Counter(label: "pulsegate_sink_failures_total", dimensions: dims, factory: metricsFactory),
-            deadLettered: Counter(label: "pulsegate_sink_dead_lettered_samples_total", dimensions: dims, factory: metricsFactory),
-            latency: Timer(label: "pulsegate_sink_delivery_seconds", dimensions: dims, preferredDisplayUnit: .seconds, factory: metricsFactory),
+            deadLettered: Counter(
+                label: "pulsegate_sink_dead_lettered_samples_total", dimensions: dims, factory: metricsFactory),
+            latency: Timer(
+                label: "pulsegate_sink_delivery_seconds", dimensions: dims, preferredDisplayUnit: .seconds,
+                factory: metricsFactory),
             lag: Gauge(label: "pulsegate_sink_lag_samples", dimensions: dims, factory: metricsFactory))
     }
 
@@ -105,7 +110,8 @@ public final class SinkPump: Sendable {
         while !Task.isCancelled {
             if let seq = unpersisted, await recordAcknowledgement(through: seq) { unpersisted = nil }
             if pastDeadline {
-                logger.warning("drain timeout reached; undelivered samples stay in the outbox", metadata: ["lag": "\(lag)"])
+                logger.warning(
+                    "drain timeout reached; undelivered samples stay in the outbox", metadata: ["lag": "\(lag)"])
                 return
             }
             if drainDeadline == nil, unpersisted == nil, ContinuousClock.now - lastReplayCheck > .seconds(1) {
@@ -141,13 +147,17 @@ public final class SinkPump: Sendable {
             case .poison(let reason):
                 logger.error(
                     "batch refused as poison; moved to dead letters",
-                    metadata: ["batch_id": "\(batchID)", "first_seq": "\(batch.firstSeq)", "last_seq": "\(batch.lastSeq)",
-                               "samples": "\(batch.count)", "reason": "\(reason)"])
+                    metadata: [
+                        "batch_id": "\(batchID)", "first_seq": "\(batch.firstSeq)", "last_seq": "\(batch.lastSeq)",
+                        "samples": "\(batch.count)", "reason": "\(reason)",
+                    ])
                 metrics.deadLettered.increment(by: batch.count)
                 // Skipping a poison batch is only safe once it is stored as a dead letter: block on it.
-                guard await persist({
-                    try await self.outbox.deadLetter(sink: self.sink.id, batch: batch, reason: reason)
-                }) else { return }
+                guard
+                    await persist({
+                        try await self.outbox.deadLetter(sink: self.sink.id, batch: batch, reason: reason)
+                    })
+                else { return }
                 cursor = batch.lastSeq
                 unpersisted = nil
             case .gaveUp:
@@ -227,15 +237,18 @@ public final class SinkPump: Sendable {
             return false
         }
         guard let replay else { return false }
-        let batch = OutboxBatch(firstSeq: replay.firstSeq, lastSeq: replay.lastSeq, count: replay.sampleCount, body: replay.body)
+        let batch = OutboxBatch(
+            firstSeq: replay.firstSeq, lastSeq: replay.lastSeq, count: replay.sampleCount, body: replay.body)
         let batchID = BatchID.make(sink: sink.id, firstSeq: replay.firstSeq, lastSeq: replay.lastSeq)
-        logger.notice("replaying dead letter", metadata: ["dead_letter": "\(replay.id)", "samples": "\(replay.sampleCount)"])
+        logger.notice(
+            "replaying dead letter", metadata: ["dead_letter": "\(replay.id)", "samples": "\(replay.sampleCount)"])
         switch await deliverWithRetry(batch, batchID: batchID) {
         case .delivered:
             metrics.delivered.increment(by: batch.count)
             _ = await persist({ try await self.outbox.completeReplay(replay.id) })
         case .poison(let reason):
-            logger.error("replayed dead letter refused again", metadata: ["dead_letter": "\(replay.id)", "reason": "\(reason)"])
+            logger.error(
+                "replayed dead letter refused again", metadata: ["dead_letter": "\(replay.id)", "reason": "\(reason)"])
             _ = await persist({ try await self.outbox.failReplay(replay.id, reason: reason) })
         case .gaveUp:
             break
@@ -275,7 +288,11 @@ public final class SinkPump: Sendable {
     private func markFailing(_ reason: String, attempt: Int, delay: Duration) {
         let first = state.withLock { s -> Bool in
             if case .failing = s.health {
-                s.health = .failing(reason: reason, since: { if case .failing(_, let since) = s.health { return since }; return Date() }())
+                s.health = .failing(
+                    reason: reason,
+                    since: {
+                        if case .failing(_, let since) = s.health { return since }; return Date()
+                    }())
                 return false
             }
             s.health = .failing(reason: reason, since: Date())

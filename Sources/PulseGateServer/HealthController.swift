@@ -32,8 +32,11 @@ public struct HealthController: Sendable {
         router.get("/metrics") { _, _ in
             depthGauge.record(outbox.depth)
             for pump in pumps {
-                Metrics.Gauge(label: "pulsegate_sink_lag_samples", dimensions: [("sink", pump.sink.id)], factory: telemetry.factory)
-                    .record(pump.lag)
+                Metrics.Gauge(
+                    label: "pulsegate_sink_lag_samples", dimensions: [("sink", pump.sink.id)],
+                    factory: telemetry.factory
+                )
+                .record(pump.lag)
             }
             var buffer = [UInt8]()
             buffer.reserveCapacity(16 * 1024)

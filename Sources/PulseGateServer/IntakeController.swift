@@ -113,13 +113,15 @@ public struct IntakeController: Sendable {
                 refused.increment()
                 switch error.code {
                 case .outboxFull:
-                    logger.warning("intake refused: outbox full", metadata: ["detail": "\(error.message)", "key": "\(key.name)"])
+                    logger.warning(
+                        "intake refused: outbox full", metadata: ["detail": "\(error.message)", "key": "\(key.name)"])
                     throw APIError(
                         .serviceUnavailable, code: "outbox_full",
                         message: "pulsegate is holding as many samples as it may; nothing was stored, retry later",
                         retryAfterSeconds: retryAfterSeconds)
                 default:
-                    logger.error("intake refused: store cannot write", metadata: ["error": "\(error)", "key": "\(key.name)"])
+                    logger.error(
+                        "intake refused: store cannot write", metadata: ["error": "\(error)", "key": "\(key.name)"])
                     throw APIError(
                         .serviceUnavailable, code: "store_unavailable",
                         message: "samples cannot be stored right now (\(error.code)); nothing was stored, retry later",

@@ -51,7 +51,9 @@ public struct DeadLetter: Sendable, Codable {
         body = withBody ? [UInt8]((row["body"] as Data?) ?? Data()) : []
     }
 
-    static func fetch(_ db: Database, sink: String?, replayOnly: Bool, limit: Int, withBody: Bool) throws -> [DeadLetter] {
+    static func fetch(_ db: Database, sink: String?, replayOnly: Bool, limit: Int, withBody: Bool) throws
+        -> [DeadLetter]
+    {
         var clauses = [String]()
         var arguments = StatementArguments()
         if let sink {
@@ -60,7 +62,8 @@ public struct DeadLetter: Sendable, Codable {
         }
         if replayOnly { clauses.append("replay_requested = 1") }
         let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-        let columns = "id, sink, reason, created_at, sample_count, first_seq, last_seq, attempts, replay_requested"
+        let columns =
+            "id, sink, reason, created_at, sample_count, first_seq, last_seq, attempts, replay_requested"
             + (withBody ? ", body" : "")
         _ = arguments.append(contentsOf: [limit])
         return try Row.fetchAll(
@@ -111,13 +114,16 @@ extension SQLiteStore {
                 let last = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'") ?? 0
                 let depth = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox") ?? 0
                 let oldest = try Int64.fetchOne(db, sql: "SELECT MIN(enqueued_at) FROM outbox")
-                let sinks = try Row.fetchAll(db, sql: "SELECT sink, acked_seq, updated_at FROM sink_cursor ORDER BY sink")
-                    .map { row in
-                        OutboxStatus.SinkCursor(
-                            sink: row[0], ackedSeq: row[1], lag: last - (row[1] as Int64), updatedAt: row[2])
-                    }
+                let sinks = try Row.fetchAll(
+                    db, sql: "SELECT sink, acked_seq, updated_at FROM sink_cursor ORDER BY sink"
+                )
+                .map { row in
+                    OutboxStatus.SinkCursor(
+                        sink: row[0], ackedSeq: row[1], lag: last - (row[1] as Int64), updatedAt: row[2])
+                }
                 let dead = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM dead_letter") ?? 0
-                let replays = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM dead_letter WHERE replay_requested = 1") ?? 0
+                let replays =
+                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM dead_letter WHERE replay_requested = 1") ?? 0
                 return OutboxStatus(
                     lastSeq: last, depth: depth, oldestEnqueuedAt: oldest, sinks: sinks, deadLetters: dead,
                     replaysPending: replays)

@@ -109,7 +109,8 @@ public final class Outbox: Sendable {
             if s.depth + lines.count > highWatermark {
                 throw StoreError(
                     .outboxFull,
-                    "outbox holds \(s.depth) samples; \(lines.count) more would pass the high watermark \(highWatermark)")
+                    "outbox holds \(s.depth) samples; \(lines.count) more would pass the high watermark \(highWatermark)"
+                )
             }
             s.reserved += lines.count
             s.nextTicket &+= 1
@@ -164,7 +165,8 @@ public final class Outbox: Sendable {
                         }
                         guard rc == SQLITE_DONE else {
                             throw DatabaseError(
-                                resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+                                resultCode: ResultCode(rawValue: rc),
+                                message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
                         }
                     }
                 }
@@ -280,9 +282,10 @@ public final class Outbox: Sendable {
                         """,
                     arguments: [sink, seq, now])
                 let placeholders = Array(repeating: "?", count: sinks.count).joined(separator: ",")
-                let minCursor = try Int64.fetchOne(
-                    db, sql: "SELECT MIN(acked_seq) FROM sink_cursor WHERE sink IN (\(placeholders))",
-                    arguments: StatementArguments(sinks)) ?? seq
+                let minCursor =
+                    try Int64.fetchOne(
+                        db, sql: "SELECT MIN(acked_seq) FROM sink_cursor WHERE sink IN (\(placeholders))",
+                        arguments: StatementArguments(sinks)) ?? seq
                 if minCursor > purgedThrough {
                     try db.execute(sql: "DELETE FROM outbox WHERE seq <= ?", arguments: [minCursor])
                 }
@@ -326,7 +329,8 @@ public final class Outbox: Sendable {
         do {
             try await store.pool.write { db in
                 try db.execute(
-                    sql: "UPDATE dead_letter SET replay_requested = 0, attempts = attempts + 1, reason = ? WHERE id = ?",
+                    sql:
+                        "UPDATE dead_letter SET replay_requested = 0, attempts = attempts + 1, reason = ? WHERE id = ?",
                     arguments: [reason, id])
             }
         } catch {

@@ -35,7 +35,9 @@ public final class SQLiteStore: Sendable {
         do {
             pool = try DatabasePool(path: path, configuration: config)
             if !readOnly { try Self.migrator.migrate(pool) }
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_NOTADB || error.resultCode == .SQLITE_CORRUPT {
+        } catch let error as DatabaseError
+            where error.resultCode == .SQLITE_NOTADB || error.resultCode == .SQLITE_CORRUPT
+        {
             throw StoreError(.corrupt, "\(path) is not a usable SQLite database: \(error.message ?? "\(error)")")
         } catch {
             throw StoreError(.cannotOpen, "cannot open store \(path): \(Self.describe(error))")

@@ -11,7 +11,8 @@ struct OutboxCommand: ParsableCommand {
 
     static func openStore(_ config: DaemonConfiguration) -> SQLiteStore {
         guard FileManager.default.fileExists(atPath: config.storePath) else {
-            ConfigOptions.fail("pulsegate: no store at \(config.storePath) (has the daemon run with this configuration?)", code: 1)
+            ConfigOptions.fail(
+                "pulsegate: no store at \(config.storePath) (has the daemon run with this configuration?)", code: 1)
         }
         do {
             return try SQLiteStore(path: config.storePath, synchronous: config.synchronous)
@@ -43,7 +44,9 @@ struct OutboxCommand: ParsableCommand {
             print("outbox: \(status.depth) samples waiting, last seq \(status.lastSeq)")
             if let oldest = status.oldestEnqueuedAt { print("oldest waiting since \(OutboxCommand.time(oldest))") }
             for sink in status.sinks {
-                print("sink \(sink.sink): acknowledged through \(sink.ackedSeq), \(sink.lag) behind, updated \(OutboxCommand.time(sink.updatedAt))")
+                print(
+                    "sink \(sink.sink): acknowledged through \(sink.ackedSeq), \(sink.lag) behind, updated \(OutboxCommand.time(sink.updatedAt))"
+                )
             }
             print("dead letters: \(status.deadLetters) (\(status.replaysPending) queued for replay)")
         }
@@ -59,11 +62,15 @@ struct OutboxCommand: ParsableCommand {
         func run() throws {
             let store = OutboxCommand.openStore(try options.load())
             let letters: [DeadLetter]
-            do { letters = try store.deadLetters(sink: sink) } catch { ConfigOptions.fail("pulsegate: \(error)", code: 1) }
+            do { letters = try store.deadLetters(sink: sink) } catch {
+                ConfigOptions.fail("pulsegate: \(error)", code: 1)
+            }
             if json { return try OutboxCommand.printJSON(letters) }
             if letters.isEmpty { print("no dead letters") }
             for l in letters {
-                print("#\(l.id) sink \(l.sink), \(l.sampleCount) samples (seq \(l.firstSeq)-\(l.lastSeq)), \(OutboxCommand.time(l.createdAt)), attempts \(l.attempts)\(l.replayRequested ? ", replay queued" : "")")
+                print(
+                    "#\(l.id) sink \(l.sink), \(l.sampleCount) samples (seq \(l.firstSeq)-\(l.lastSeq)), \(OutboxCommand.time(l.createdAt)), attempts \(l.attempts)\(l.replayRequested ? ", replay queued" : "")"
+                )
                 print("    \(l.reason)")
             }
         }

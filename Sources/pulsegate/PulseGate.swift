@@ -7,7 +7,7 @@ import PulseGateServer
 import PulseGateStore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `pulsegate`: the daemon and its operator tools.
@@ -17,7 +17,9 @@ struct PulseGate: AsyncParsableCommand {
         commandName: "pulsegate",
         abstract: "Connects fitness devices to a training platform: one canonical sample stream, delivered durably.",
         version: PulseGateVersion.current,
-        subcommands: [Serve.self, Doctor.self, ConfigCommand.self, OutboxCommand.self, APIKeyCommand.self, Version.self]
+        subcommands: [
+            Serve.self, Doctor.self, ConfigCommand.self, OutboxCommand.self, APIKeyCommand.self, Version.self,
+        ]
     )
 }
 
@@ -31,7 +33,9 @@ struct ConfigOptions: ParsableArguments {
     /// The validated configuration, or exit 78 with the key named.
     func load() throws -> DaemonConfiguration {
         do {
-            if let path { return try DaemonConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment) }
+            if let path {
+                return try DaemonConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment)
+            }
             return try DaemonConfiguration.load(path: nil, environment: ProcessInfo.processInfo.environment)
         } catch {
             Self.fail("pulsegate: invalid configuration: \(error)", code: 78)
@@ -82,8 +86,9 @@ struct Version: ParsableCommand {
         guard metrics else { return }
         for m in Metric.all {
             let accepted = m.unit.accepted.map(\.code).joined(separator: " ")
-            print([m.name, m.unit.code, m.kind.rawValue, accepted, m.openMHealthSchema ?? "-", m.loinc ?? "-"]
-                .joined(separator: "\t"))
+            print(
+                [m.name, m.unit.code, m.kind.rawValue, accepted, m.openMHealthSchema ?? "-", m.loinc ?? "-"]
+                    .joined(separator: "\t"))
         }
     }
 }
@@ -126,7 +131,9 @@ struct APIKeyCommand: ParsableCommand {
             print("# add to api_keys in the configuration:")
             print("  - name: \(name)")
             print("    sha256: \(hash)")
-            print("    scopes: [\(scopes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))]")
+            print(
+                "    scopes: [\(scopes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))]"
+            )
         }
     }
 }

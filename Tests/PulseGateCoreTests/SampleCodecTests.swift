@@ -11,24 +11,31 @@ struct SampleCodecTests {
             subject: "user-42", metric: .heartRate, value: .number(142), unit: "/min", start: t0, source: strap,
             quality: [.contactLost], now: now)
         let line = String(decoding: SampleCodec.line(s), as: UTF8.self)
-        #expect(line == #"{"v":1,"id":"\#(s.id)","subject":"user-42","metric":"heart_rate","value":142,"unit":"/min","start":"2026-11-23T10:00:00.000Z","source":{"kind":"ble","device":{"manufacturer":"Polar","model":"H10","address":"A0:9E:1A:00:00:01"}},"quality":["contact_lost"]}"# + "\n")
+        #expect(
+            line
+                == #"{"v":1,"id":"\#(s.id)","subject":"user-42","metric":"heart_rate","value":142,"unit":"/min","start":"2026-11-23T10:00:00.000Z","source":{"kind":"ble","device":{"manufacturer":"Polar","model":"H10","address":"A0:9E:1A:00:00:01"}},"quality":["contact_lost"]}"#
+                + "\n")
         let stage = try Sample(
             subject: "a\"b\\c\n", metric: .sleepStage, value: .category("deep"), unit: "{stage}", start: t0,
-            end: t0.adding(milliseconds: 1500), source: SourceRef(kind: .cloud, vendor: "oura", recordID: "x1"), now: now)
+            end: t0.adding(milliseconds: 1500), source: SourceRef(kind: .cloud, vendor: "oura", recordID: "x1"),
+            now: now)
         let json = try JSONSerialization.jsonObject(with: Data(SampleCodec.line(stage))) as! [String: Any]
         #expect(json["subject"] as? String == "a\"b\\c\n")
         #expect(json["value"] as? String == "deep")
         #expect(json["end"] as? String == "2026-11-23T10:00:01.500Z")
         #expect((json["source"] as? [String: Any])?["record_id"] as? String == "x1")
-        let fraction = try Sample(subject: "u", metric: .speed, value: .number(3.25), unit: "m/s", start: t0, source: strap, now: now)
+        let fraction = try Sample(
+            subject: "u", metric: .speed, value: .number(3.25), unit: "m/s", start: t0, source: strap, now: now)
         #expect(String(decoding: SampleCodec.line(fraction), as: UTF8.self).contains(#""value":3.25,"#))
     }
 
     @Test("what it writes, it reads back to the same sample")
     func roundTrip() throws {
         let s = try Sample(
-            subject: "u", metric: .distance, value: .number(1234.5), unit: "m", start: t0, end: t0.adding(milliseconds: 60_000),
-            source: SourceRef(kind: .file, device: .init(manufacturer: "Garmin", serial: "3999")), quality: [.derived, .interpolated], now: now)
+            subject: "u", metric: .distance, value: .number(1234.5), unit: "m", start: t0,
+            end: t0.adding(milliseconds: 60_000),
+            source: SourceRef(kind: .file, device: .init(manufacturer: "Garmin", serial: "3999")),
+            quality: [.derived, .interpolated], now: now)
         let back = try SampleCodec.decode(SampleCodec.line(s), format: .ndjson, now: now)
         #expect(try back.first?.get() == s)
     }
@@ -71,9 +78,13 @@ struct SampleCodecTests {
 
     @Test("a supplied id must be the deterministic one")
     func suppliedID() throws {
-        let s = try Sample(subject: "u1", metric: .heartRate, value: .number(142), unit: "/min", start: t0, source: SourceRef(kind: .app), now: now)
-        let good = #"{"id":"\#(s.id)","subject":"u1","metric":"heart_rate","value":142,"unit":"/min","start":"2026-11-23T10:00:00.000Z","source":{"kind":"app"}}"#
-        let bad = #"{"id":"00000000-0000-8000-8000-000000000000","subject":"u1","metric":"heart_rate","value":142,"unit":"/min","start":"2026-11-23T10:00:00.000Z","source":{"kind":"app"}}"#
+        let s = try Sample(
+            subject: "u1", metric: .heartRate, value: .number(142), unit: "/min", start: t0,
+            source: SourceRef(kind: .app), now: now)
+        let good =
+            #"{"id":"\#(s.id)","subject":"u1","metric":"heart_rate","value":142,"unit":"/min","start":"2026-11-23T10:00:00.000Z","source":{"kind":"app"}}"#
+        let bad =
+            #"{"id":"00000000-0000-8000-8000-000000000000","subject":"u1","metric":"heart_rate","value":142,"unit":"/min","start":"2026-11-23T10:00:00.000Z","source":{"kind":"app"}}"#
         let results = try SampleCodec.decode(Array((good + "\n" + bad).utf8), format: .ndjson, now: now)
         #expect((try? results[0].get())?.id == s.id)
         #expect(results[1].failure?.code == .idMismatch)

@@ -8,8 +8,12 @@ let strap = SourceRef(kind: .ble, device: .init(manufacturer: "Polar", model: "H
 
 @Suite("Sample validation and ids")
 struct SampleTests {
-    func hr(_ value: Double, unit: String = "/min", at start: Timestamp = t0, source: SourceRef = strap) throws(SampleError) -> Sample {
-        try Sample(subject: "user-42", metric: .heartRate, value: .number(value), unit: unit, start: start, source: source, now: now)
+    func hr(_ value: Double, unit: String = "/min", at start: Timestamp = t0, source: SourceRef = strap)
+        throws(SampleError) -> Sample
+    {
+        try Sample(
+            subject: "user-42", metric: .heartRate, value: .number(value), unit: unit, start: start, source: source,
+            now: now)
     }
 
     @Test("the same measurement always gets the same id; the value is not part of it")
@@ -21,7 +25,9 @@ struct SampleTests {
         #expect(a.id == corrected.id)
         #expect(try hr(142, at: t0.adding(milliseconds: 1)).id != a.id)
         #expect(try hr(142, source: SourceRef(kind: .ant, device: .init(address: "12345"))).id != a.id)
-        let other = try Sample(subject: "user-43", metric: .heartRate, value: .number(142), unit: "/min", start: t0, source: strap, now: now)
+        let other = try Sample(
+            subject: "user-43", metric: .heartRate, value: .number(142), unit: "/min", start: t0, source: strap,
+            now: now)
         #expect(other.id != a.id)
     }
 
@@ -37,15 +43,22 @@ struct SampleTests {
 
     @Test("units are converted on the way in")
     func conversion() throws {
-        let speed = try Sample(subject: "u", metric: .speed, value: .number(36), unit: "km/h", start: t0, source: strap, now: now)
+        let speed = try Sample(
+            subject: "u", metric: .speed, value: .number(36), unit: "km/h", start: t0, source: strap, now: now)
         #expect(abs(speed.value.number! - 10) < 1e-9)
-        let weight = try Sample(subject: "u", metric: .bodyWeight, value: .number(150), unit: "[lb_av]", start: t0, source: strap, now: now)
+        let weight = try Sample(
+            subject: "u", metric: .bodyWeight, value: .number(150), unit: "[lb_av]", start: t0, source: strap, now: now)
         #expect(abs(weight.value.number! - 68.0388555) < 1e-6)
-        let temp = try Sample(subject: "u", metric: .bodyTemperature, value: .number(98.6), unit: "[degF]", start: t0, source: strap, now: now)
+        let temp = try Sample(
+            subject: "u", metric: .bodyTemperature, value: .number(98.6), unit: "[degF]", start: t0, source: strap,
+            now: now)
         #expect(abs(temp.value.number! - 37) < 1e-9)
-        let energy = try Sample(subject: "u", metric: .activeEnergy, value: .number(418.4), unit: "kJ", start: t0, end: t0.adding(milliseconds: 60_000), source: strap, now: now)
+        let energy = try Sample(
+            subject: "u", metric: .activeEnergy, value: .number(418.4), unit: "kJ", start: t0,
+            end: t0.adding(milliseconds: 60_000), source: strap, now: now)
         #expect(abs(energy.value.number! - 100) < 1e-9)
-        let rr = try Sample(subject: "u", metric: .rrInterval, value: .number(0.8), unit: "s", start: t0, source: strap, now: now)
+        let rr = try Sample(
+            subject: "u", metric: .rrInterval, value: .number(0.8), unit: "s", start: t0, source: strap, now: now)
         #expect(abs(rr.value.number! - 800) < 1e-9)
     }
 
@@ -61,24 +74,42 @@ struct SampleTests {
         #expect(code { try hr(142, at: now.adding(milliseconds: 10 * 60_000)) } == .timeOutOfRange)
         #expect(code { try hr(142, at: Timestamp(millisecondsSinceEpoch: 0)) } == .timeOutOfRange)
         #expect(code { try hr(142, at: now.adding(milliseconds: 60_000)) } == nil, "a minute of clock skew is fine")
-        #expect(code {
-            try Sample(subject: "u", metric: .heartRate, value: .number(60), unit: "/min", start: t0, end: t0.adding(milliseconds: 1), source: strap, now: now)
-        } == .invalidInterval)
-        #expect(code {
-            try Sample(subject: "u", metric: .stepCount, value: .number(60), unit: "{steps}", start: t0, source: strap, now: now)
-        } == .invalidInterval)
-        #expect(code {
-            try Sample(subject: "u", metric: .stepCount, value: .number(60), unit: "{steps}", start: t0, end: t0, source: strap, now: now)
-        } == .invalidInterval)
-        #expect(code {
-            try Sample(subject: "", metric: .heartRate, value: .number(60), unit: "/min", start: t0, source: strap, now: now)
-        } == .invalidSubject)
-        #expect(code {
-            try Sample(subject: "u", metric: .sleepStage, value: .category("napping"), unit: "{stage}", start: t0, end: t0.adding(milliseconds: 1000), source: strap, now: now)
-        } == .invalidValue)
-        #expect(code {
-            try Sample(subject: "u", metric: .sleepStage, value: .category("rem"), unit: "{stage}", start: t0, end: t0.adding(milliseconds: 1000), source: strap, now: now)
-        } == nil)
+        #expect(
+            code {
+                try Sample(
+                    subject: "u", metric: .heartRate, value: .number(60), unit: "/min", start: t0,
+                    end: t0.adding(milliseconds: 1), source: strap, now: now)
+            } == .invalidInterval)
+        #expect(
+            code {
+                try Sample(
+                    subject: "u", metric: .stepCount, value: .number(60), unit: "{steps}", start: t0, source: strap,
+                    now: now)
+            } == .invalidInterval)
+        #expect(
+            code {
+                try Sample(
+                    subject: "u", metric: .stepCount, value: .number(60), unit: "{steps}", start: t0, end: t0,
+                    source: strap, now: now)
+            } == .invalidInterval)
+        #expect(
+            code {
+                try Sample(
+                    subject: "", metric: .heartRate, value: .number(60), unit: "/min", start: t0, source: strap,
+                    now: now)
+            } == .invalidSubject)
+        #expect(
+            code {
+                try Sample(
+                    subject: "u", metric: .sleepStage, value: .category("napping"), unit: "{stage}", start: t0,
+                    end: t0.adding(milliseconds: 1000), source: strap, now: now)
+            } == .invalidValue)
+        #expect(
+            code {
+                try Sample(
+                    subject: "u", metric: .sleepStage, value: .category("rem"), unit: "{stage}", start: t0,
+                    end: t0.adding(milliseconds: 1000), source: strap, now: now)
+            } == nil)
     }
 
     @Test("every registry metric has a canonical unit it accepts and a unique name")

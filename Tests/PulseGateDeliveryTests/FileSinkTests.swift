@@ -35,7 +35,9 @@ struct FileSinkTests {
         #expect(rotated.count == 2)
         #expect(names.contains("samples.ndjson"))
         var total = 0
-        for name in names { total += try String(contentsOfFile: dir + "/" + name, encoding: .utf8).split(separator: "\n").count }
+        for name in names {
+            total += try String(contentsOfFile: dir + "/" + name, encoding: .utf8).split(separator: "\n").count
+        }
         #expect(total <= 20 && total >= 8)
         let current = try Data(contentsOf: URL(fileURLWithPath: path))
         #expect(current.count <= 4096)

@@ -64,7 +64,8 @@ struct HTTPSinkTests {
     @Test("posts signed NDJSON that a receiver can verify")
     func signed() async throws {
         try await Receiver.run(answer: { _ in Response(status: .noContent) }) { url, seen in
-            let sink = HTTPSink(id: "h", url: url, secret: secret, timeout: .seconds(5), client: .shared, logger: Logger(label: "t"))
+            let sink = HTTPSink(
+                id: "h", url: url, secret: secret, timeout: .seconds(5), client: .shared, logger: Logger(label: "t"))
             try await sink.deliver(batch, batchID: "b-1")
             let headers = try #require(seen.withLock { $0.headers.first })
             let body = try #require(seen.withLock { $0.bodies.first })
@@ -73,7 +74,8 @@ struct HTTPSinkTests {
             #expect(headers[HTTPField.Name("Pulsegate-Sample-Count")!] == "2")
             #expect(headers[.contentType] == "application/x-ndjson")
             let ts = try #require(headers[HTTPField.Name("Pulsegate-Timestamp")!])
-            let mac = HMAC<SHA256>.authenticationCode(for: Array("\(ts).".utf8) + body, using: SymmetricKey(data: secret.bytes))
+            let mac = HMAC<SHA256>.authenticationCode(
+                for: Array("\(ts).".utf8) + body, using: SymmetricKey(data: secret.bytes))
             let expected = "v1=" + mac.map { String(format: "%02x", $0) }.joined()
             #expect(headers[HTTPField.Name("Pulsegate-Signature")!] == expected)
             #expect(await sink.healthCheck() == nil)
@@ -91,7 +93,8 @@ struct HTTPSinkTests {
             6: Response(status: .ok),
         ]
         try await Receiver.run(answer: { answers[$0] ?? Response(status: .ok) }) { url, _ in
-            let sink = HTTPSink(id: "h", url: url, secret: nil, timeout: .seconds(5), client: .shared, logger: Logger(label: "t"))
+            let sink = HTTPSink(
+                id: "h", url: url, secret: nil, timeout: .seconds(5), client: .shared, logger: Logger(label: "t"))
             func outcome() async -> SinkError? {
                 do { try await sink.deliver(batch, batchID: "b"); return nil } catch { return error }
             }
@@ -108,7 +111,9 @@ struct HTTPSinkTests {
 
     @Test("an unreachable receiver is retryable and unhealthy")
     func unreachable() async throws {
-        let sink = HTTPSink(id: "h", url: "http://127.0.0.1:9/in", secret: nil, timeout: .seconds(2), client: .shared, logger: Logger(label: "t"))
+        let sink = HTTPSink(
+            id: "h", url: "http://127.0.0.1:9/in", secret: nil, timeout: .seconds(2), client: .shared,
+            logger: Logger(label: "t"))
         do {
             try await sink.deliver(batch, batchID: "b")
             Issue.record("delivery to a closed port succeeded")

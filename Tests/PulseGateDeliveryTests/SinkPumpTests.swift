@@ -58,7 +58,8 @@ struct SinkPumpTests {
 
     func pump(_ sink: any Sink, _ outbox: Outbox, batch: Int = 7, drain: Duration = .seconds(5)) -> SinkPump {
         SinkPump(
-            sink: sink, outbox: outbox, batchSize: batch, backoff: Backoff(initial: .milliseconds(1), maximum: .milliseconds(5)),
+            sink: sink, outbox: outbox, batchSize: batch,
+            backoff: Backoff(initial: .milliseconds(1), maximum: .milliseconds(5)),
             drainTimeout: drain, metricsFactory: NOOPMetricsHandler.instance, logger: logger)
     }
 
@@ -66,11 +67,14 @@ struct SinkPumpTests {
     func retriesAndPoison() async throws {
         let outbox = try makeOutbox(sinks: ["s"])
         _ = try await outbox.enqueue(sampleLines(0..<20))
-        let sink = ScriptedSink(id: "s", script: [
-            .retryable("connection refused"), .retryable("503", retryAfter: .milliseconds(5)), nil,  // batch 1 (0..<7)
-            .poison("400: bad batch"),  // batch 2 (7..<14) dead-lettered
-            nil,  // batch 3 (14..<20)
-        ])
+        let sink = ScriptedSink(
+            id: "s",
+            script: [
+                // batch 1 (0..<7): two failures, then delivered
+                .retryable("connection refused"), .retryable("503", retryAfter: .milliseconds(5)), nil,
+                .poison("400: bad batch"),  // batch 2 (7..<14) dead-lettered
+                nil,  // batch 3 (14..<20)
+            ])
         let p = pump(sink, outbox)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await p.run() }
@@ -97,7 +101,11 @@ struct SinkPumpTests {
             for p in pumps { group.addTask { try await p.run() } }
             while outbox.cursor(for: "fast") < 50 { try await Task.sleep(for: .milliseconds(5)) }
             #expect(outbox.cursor(for: "dead") == 0)
-            if case .failing(let reason, _) = pumps[1].health { #expect(reason == "down") } else { Issue.record("dead sink reported healthy") }
+            if case .failing(let reason, _) = pumps[1].health {
+                #expect(reason == "down")
+            } else {
+                Issue.record("dead sink reported healthy")
+            }
             for p in pumps { p.beginDrain() }
             try await group.waitForAll()
         }
@@ -130,7 +138,8 @@ struct SinkPumpTests {
         _ = try await outbox.enqueue(sampleLines(0..<3))
         let sink = ScriptedSink(id: "s", script: Array(repeating: .retryable("down"), count: 100_000))
         let p = SinkPump(
-            sink: sink, outbox: outbox, batchSize: 10, backoff: Backoff(initial: .milliseconds(100), maximum: .milliseconds(100)),
+            sink: sink, outbox: outbox, batchSize: 10,
+            backoff: Backoff(initial: .milliseconds(100), maximum: .milliseconds(100)),
             drainTimeout: .milliseconds(500), metricsFactory: NOOPMetricsHandler.instance, logger: logger)
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in

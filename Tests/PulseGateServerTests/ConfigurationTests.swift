@@ -34,22 +34,27 @@ struct ConfigurationTests {
         #expect(url == "http://127.0.0.1:2/y")
     }
 
-    @Test("invalid configuration names the failing key", arguments: [
-        ("server: {prot: 80}", "server.prot"),
-        ("server: {port: eighty}", "server.port"),
-        ("server: {port: 70000}", "server.port"),
-        ("sinks:\n  - {id: a, type: http, url: 'ftp://x'}", "sinks[0].url"),
-        ("sinks:\n  - {id: a, type: file}", "sinks[0].path"),
-        ("sinks:\n  - {id: a, type: kafka}", "sinks[0].type"),
-        ("sinks:\n  - {id: a, type: file, path: x}\n  - {id: a, type: stdout}", "sinks[1].id"),
-        ("sinks:\n  - {id: a, type: http, url: 'http://h/x', hmac_secret: short}", "sinks[0].hmac_secret"),
-        ("sinks:\n  - {id: a, type: file, path: x, url: 'http://h/'}", "sinks[0].url"),
-        ("sinks: []", "sinks"),
-        ("log: {level: loud}", "log.level"),
-        ("api_keys:\n  - {name: k, sha256: abc, scopes: [admin]}", "api_keys[0].sha256"),
-        ("api_keys:\n  - {name: k, sha256: '\(String(repeating: "a", count: 64))', scopes: [root]}", "api_keys[0].scopes[0]"),
-        ("outbox: {high_watermark: 0}", "outbox.high_watermark"),
-    ])
+    @Test(
+        "invalid configuration names the failing key",
+        arguments: [
+            ("server: {prot: 80}", "server.prot"),
+            ("server: {port: eighty}", "server.port"),
+            ("server: {port: 70000}", "server.port"),
+            ("sinks:\n  - {id: a, type: http, url: 'ftp://x'}", "sinks[0].url"),
+            ("sinks:\n  - {id: a, type: file}", "sinks[0].path"),
+            ("sinks:\n  - {id: a, type: kafka}", "sinks[0].type"),
+            ("sinks:\n  - {id: a, type: file, path: x}\n  - {id: a, type: stdout}", "sinks[1].id"),
+            ("sinks:\n  - {id: a, type: http, url: 'http://h/x', hmac_secret: short}", "sinks[0].hmac_secret"),
+            ("sinks:\n  - {id: a, type: file, path: x, url: 'http://h/'}", "sinks[0].url"),
+            ("sinks: []", "sinks"),
+            ("log: {level: loud}", "log.level"),
+            ("api_keys:\n  - {name: k, sha256: abc, scopes: [admin]}", "api_keys[0].sha256"),
+            (
+                "api_keys:\n  - {name: k, sha256: '\(String(repeating: "a", count: 64))', scopes: [root]}",
+                "api_keys[0].scopes[0]"
+            ),
+            ("outbox: {high_watermark: 0}", "outbox.high_watermark"),
+        ])
     func invalid(yaml: String, key: String) {
         #expect(failure(yaml)?.key == key)
     }
@@ -61,11 +66,13 @@ struct ConfigurationTests {
 
     @Test("secrets never print")
     func redaction() throws {
-        let c = try load("sinks:\n  - {id: a, type: http, url: 'http://127.0.0.1:1/x', hmac_secret: 'super-secret-value-123'}\n")
+        let c = try load(
+            "sinks:\n  - {id: a, type: http, url: 'http://127.0.0.1:1/x', hmac_secret: 'super-secret-value-123'}\n")
         guard case .http(_, let secret, _, _) = c.sinks[0].kind else { Issue.record("not http"); return }
         #expect("\(String(describing: secret))".contains("super-secret") == false)
         #expect("\(c)".contains("super-secret") == false)
         #expect(StructuredLogHandler.redact(key: "hmac_secret", value: "abc") == "[redacted]")
-        #expect(StructuredLogHandler.redact(key: "detail", value: "key pgk_abcDEF_12-3 used") == "key pgk_[redacted] used")
+        #expect(
+            StructuredLogHandler.redact(key: "detail", value: "key pgk_abcDEF_12-3 used") == "key pgk_[redacted] used")
     }
 }

@@ -35,7 +35,8 @@ func ndjson(_ lines: [String]) -> ByteBuffer { ByteBuffer(string: lines.joined(s
 
 func hr(_ i: Int, subject: String = "u1") -> String {
     let ms = String(format: "%03d", i % 1000)
-    return #"{"subject":"\#(subject)","metric":"heart_rate","value":\#(60 + i % 100),"unit":"/min","start":"2026-11-23T10:00:\#(String(format: "%02d", (i / 1000) % 60)).\#(ms)Z","source":{"kind":"app","app":"health_connect"}}"#
+    return
+        #"{"subject":"\#(subject)","metric":"heart_rate","value":\#(60 + i % 100),"unit":"/min","start":"2026-11-23T10:00:\#(String(format: "%02d", (i / 1000) % 60)).\#(ms)Z","source":{"kind":"app","app":"health_connect"}}"#
 }
 
 @Suite("POST /v1/samples")
@@ -45,14 +46,22 @@ struct IntakeTests {
         let daemon = try makeDaemon()
         try await daemon.makeApplication().test(.router) { client in
             let body = ndjson([hr(1)])
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.contentType: "application/x-ndjson"], body: body) { r in
+            try await client.execute(
+                uri: "/v1/samples", method: .post, headers: [.contentType: "application/x-ndjson"], body: body
+            ) { r in
                 #expect(r.status == .unauthorized)
                 #expect(String(buffer: r.body).contains("\"unauthenticated\""))
             }
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.contentType: "application/x-ndjson", .authorization: "Bearer pgk_nope"], body: body) { r in
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.contentType: "application/x-ndjson", .authorization: "Bearer pgk_nope"], body: body
+            ) { r in
                 #expect(r.status == .unauthorized)
             }
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.contentType: "application/x-ndjson", .authorization: "Bearer \(readerKey)"], body: body) { r in
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.contentType: "application/x-ndjson", .authorization: "Bearer \(readerKey)"], body: body
+            ) { r in
                 #expect(r.status == .forbidden)
                 #expect(String(buffer: r.body).contains("samples:write"))
             }
@@ -64,8 +73,15 @@ struct IntakeTests {
     func mixed() async throws {
         let daemon = try makeDaemon()
         try await daemon.makeApplication().test(.router) { client in
-            let body = ndjson([hr(1), #"{"subject":"u1","metric":"heart_rate","value":1,"unit":"W","start":"2026-11-23T10:00:00.000Z","source":{"kind":"app"}}"#, hr(2)])
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.contentType: "application/x-ndjson", .authorization: "Bearer \(writerKey)"], body: body) { r in
+            let body = ndjson([
+                hr(1),
+                #"{"subject":"u1","metric":"heart_rate","value":1,"unit":"W","start":"2026-11-23T10:00:00.000Z","source":{"kind":"app"}}"#,
+                hr(2),
+            ])
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.contentType: "application/x-ndjson", .authorization: "Bearer \(writerKey)"], body: body
+            ) { r in
                 #expect(r.status == .ok)
                 let answer = try JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as! [String: Any]
                 #expect(answer["accepted"] as? Int == 2)
@@ -76,7 +92,11 @@ struct IntakeTests {
                 #expect(ids.count == 3 && ids[1] is NSNull)
             }
             #expect(daemon.outbox.lastSeq == 2)
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.contentType: "application/json", .authorization: "Bearer \(writerKey)"], body: ByteBuffer(string: "[{\"metric\":\"x\"}]")) { r in
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.contentType: "application/json", .authorization: "Bearer \(writerKey)"],
+                body: ByteBuffer(string: "[{\"metric\":\"x\"}]")
+            ) { r in
                 #expect(r.status == .unprocessableContent)
             }
         }
@@ -91,10 +111,17 @@ struct IntakeTests {
                 #expect(r.status == .unsupportedMediaType)
             }
             let big = ndjson((0..<100).map { hr($0) })
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"], body: big) { r in
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"], body: big
+            ) { r in
                 #expect(r.status == .contentTooLarge)
             }
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/json"], body: ByteBuffer(string: "[{")) { r in
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/json"],
+                body: ByteBuffer(string: "[{")
+            ) { r in
                 #expect(r.status == .badRequest)
             }
         }
@@ -108,7 +135,11 @@ struct IntakeTests {
             var statuses = [HTTPResponse.Status]()
             var retryAfter: String?
             for i in 0..<8 {
-                try await client.execute(uri: "/v1/samples", method: .post, headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"], body: ndjson([hr(i)])) { r in
+                try await client.execute(
+                    uri: "/v1/samples", method: .post,
+                    headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"],
+                    body: ndjson([hr(i)])
+                ) { r in
                     statuses.append(r.status)
                     if r.status == .tooManyRequests { retryAfter = r.headers[.retryAfter] }
                 }
@@ -124,17 +155,20 @@ struct IntakeTests {
         let daemon = try makeDaemon(highWatermark: 3)
         try await daemon.makeApplication().test(.router) { client in
             let headers: HTTPFields = [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"]
-            try await client.execute(uri: "/v1/samples", method: .post, headers: headers, body: ndjson([hr(1), hr(2)])) { r in
+            try await client.execute(uri: "/v1/samples", method: .post, headers: headers, body: ndjson([hr(1), hr(2)]))
+            { r in
                 #expect(r.status == .ok)
             }
-            try await client.execute(uri: "/v1/samples", method: .post, headers: headers, body: ndjson([hr(3), hr(4)])) { r in
+            try await client.execute(uri: "/v1/samples", method: .post, headers: headers, body: ndjson([hr(3), hr(4)]))
+            { r in
                 #expect(r.status == .serviceUnavailable)
                 #expect(r.headers[.retryAfter] == "5")
                 #expect(String(buffer: r.body).contains("outbox_full"))
             }
         }
         // The test framework runs the daemon's services, so the pump has drained both samples by now.
-        let archived = try String(contentsOfFile: daemon.configuration.stateDirectory + "/samples.ndjson", encoding: .utf8)
+        let archived = try String(
+            contentsOfFile: daemon.configuration.stateDirectory + "/samples.ndjson", encoding: .utf8)
         #expect(archived.split(separator: "\n").count == 2)
     }
 
@@ -147,7 +181,11 @@ struct IntakeTests {
                 #expect(r.status == .ok)
                 #expect(String(buffer: r.body).contains("\"sink:archive\":\"ok\""))
             }
-            try await client.execute(uri: "/v1/samples", method: .post, headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"], body: ndjson([hr(1)])) { _ in }
+            try await client.execute(
+                uri: "/v1/samples", method: .post,
+                headers: [.authorization: "Bearer \(writerKey)", .contentType: "application/x-ndjson"],
+                body: ndjson([hr(1)])
+            ) { _ in }
             try await client.execute(uri: "/metrics", method: .get) { r in
                 let text = String(buffer: r.body)
                 #expect(text.contains("pulsegate_outbox_depth_samples"))

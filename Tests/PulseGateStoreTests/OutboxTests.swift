@@ -101,7 +101,8 @@ struct OutboxTests {
         try await outbox.acknowledge(sink: "new", through: 10)
         #expect(outbox.depth == 0)
         try store.close()
-        let reopened = try Outbox(store: try SQLiteStore(path: path), sinkIDs: ["a"], highWatermark: 1000, logger: logger)
+        let reopened = try Outbox(
+            store: try SQLiteStore(path: path), sinkIDs: ["a"], highWatermark: 1000, logger: logger)
         #expect(try await reopened.enqueue(lines(0..<1)) == 11...11)
     }
 
