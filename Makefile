@@ -3,7 +3,7 @@ SWIFT ?= swift
 PYTHON := .build/e2e-venv/bin/python
 CONFIG ?=
 
-.PHONY: all deps build run test unit e2e bench soak clean-var
+.PHONY: all deps build run test unit e2e bench soak format clean-var
 
 all: build
 
@@ -26,6 +26,7 @@ run: build
 ## against the built daemon.
 test:
 	@scripts/deps.sh test
+	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks Package.swift
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate $(PYTHON) -m pytest Tests/e2e -q
@@ -50,6 +51,10 @@ soak: build
 	@scripts/deps.sh test
 	PULSEGATE_KILL_ROUNDS=50 PULSEGATE_KILL_SAMPLES=300000 PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate \
 		$(PYTHON) -m pytest Tests/e2e/test_kill9.py -q
+
+## Rewrites the sources in the house style (.swift-format); `make test` checks it.
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Benchmarks Package.swift
 
 clean-var:
 	rm -rf var
