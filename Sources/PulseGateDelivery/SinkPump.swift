@@ -98,6 +98,7 @@ public final class SinkPump: Sendable {
         /// on from memory — reading needs no space — and the write is retried each round; if the process
         /// dies first, those samples are delivered again (at least once), never lost.
         var unpersisted: Int64?
+        var prefetched: OutboxBatch?
         var lastReplayCheck = ContinuousClock.Instant.now - .seconds(10)
         logger.info("sink pump started", metadata: ["cursor": "\(cursor)", "kind": "\(sink.kind)"])
         defer {
@@ -121,7 +122,12 @@ public final class SinkPump: Sendable {
             let generation = outbox.doorbell.generation
             let batch: OutboxBatch?
             do {
-                batch = try await outbox.read(after: cursor, limit: batchSize)
+                if let ready = prefetched, ready.firstSeq > cursor {
+                    batch = ready
+                } else {
+                    batch = try await outbox.read(after: cursor, limit: batchSize)
+                }
+                prefetched = nil
             } catch {
                 logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
                 await sleep(.seconds(1))
@@ -137,7 +143,12 @@ public final class SinkPump: Sendable {
                 continue
             }
             let batchID = BatchID.make(sink: sink.id, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq)
-            switch await deliverWithRetry(batch, batchID: batchID) {
+            // Read the next batch while this one is on the wire. Rows after our cursor never change
+            // (the outbox only appends, and purges only what every sink acknowledged), so it stays valid.
+            async let next = try? outbox.read(after: batch.lastSeq, limit: batchSize)
+            let outcome = await deliverWithRetry(batch, batchID: batchID)
+            prefetched = await next
+            switch outcome {
             case .delivered:
                 metrics.delivered.increment(by: batch.count)
                 metrics.batches.increment()
