@@ -8,9 +8,9 @@ import Synchronization
 /// Moves samples from the outbox to one sink: reads a batch after the sink's cursor, delivers it
 /// (retrying with backoff), then acknowledges it — or dead-letters it when the sink calls it poison.
 ///
-/// One pump per sink, each with its own cursor, so a slow sink never holds back a fast one. When
-/// draining (``beginDrain()``) the pump: it keeps delivering until it has caught up with the outbox or
-/// the drain timeout passes; what is left stays in the outbox for the next start.
+/// One pump per sink, each with its own cursor, so a slow sink never holds back a fast one. Once
+/// draining (``beginDrain()``), a pump keeps delivering until it has caught up with the outbox or the
+/// drain timeout passes; what is left stays in the outbox for the next start.
 public final class SinkPump: Sendable {
     public let sink: any Sink
     private let outbox: Outbox
@@ -41,7 +41,6 @@ public final class SinkPump: Sendable {
         let failures: Counter
         let deadLettered: Counter
         let latency: Timer
-        let lag: Gauge
     }
 
     public init(
@@ -67,8 +66,7 @@ public final class SinkPump: Sendable {
                 label: "pulsegate_sink_dead_lettered_samples_total", dimensions: dims, factory: metricsFactory),
             latency: Timer(
                 label: "pulsegate_sink_delivery_seconds", dimensions: dims, preferredDisplayUnit: .seconds,
-                factory: metricsFactory),
-            lag: Gauge(label: "pulsegate_sink_lag_samples", dimensions: dims, factory: metricsFactory))
+                factory: metricsFactory))
     }
 
     public var health: Health { state.withLock { $0.health } }
@@ -134,7 +132,6 @@ public final class SinkPump: Sendable {
                 continue
             }
             guard let batch else {
-                metrics.lag.record(0)
                 if drainDeadline != nil, unpersisted == nil {
                     logger.info("sink drained")
                     return
@@ -154,7 +151,6 @@ public final class SinkPump: Sendable {
                 metrics.batches.increment()
                 cursor = batch.lastSeq
                 unpersisted = await recordAcknowledgement(through: batch.lastSeq) ? nil : batch.lastSeq
-                metrics.lag.record(lag)
             case .poison(let reason):
                 logger.error(
                     "batch refused as poison; moved to dead letters",
