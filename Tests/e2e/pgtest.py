@@ -713,6 +713,14 @@ class SinkReceiver:
             return None
         return body
 
+
+    @staticmethod
+    def _json_reply(h, status: int, payload: bytes) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         mode, delay = self.mode, self.delay
         try:
@@ -786,19 +794,9 @@ class SinkReceiver:
             elif mode == "400":
                 self.rejected_ids.update(obj["id"] for obj, _ in parsed)
         if mode == "ok":
-            payload = b'{"stored":true}'
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
+            self._json_reply(h, 200, b'{"stored":true}')
         elif mode == "400":
-            payload = b'{"error":"e2e receiver rejects this batch"}'
-            h.send_response(400)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
+            self._json_reply(h, 400, b'{"error":"e2e receiver rejects this batch"}')
         elif mode == "503":
             h.send_response(503)
             h.send_header("Retry-After", "1")
