@@ -210,14 +210,20 @@ struct JSONScanner {
     }
 
     /// Iterates an object's members: calls `member` with each key, positioned at its value, which the
-    /// closure must consume.
-    mutating func readObject(_ member: (inout JSONScanner, String) throws(Failure) -> Void) throws(Failure) {
+    /// closure must consume. A key given twice is an error (RFC 8259 leaves it undefined; we refuse to
+    /// guess which one was meant); `path` prefixes the key in that message (`source.`).
+    mutating func readObject(
+        path: String = "", _ member: (inout JSONScanner, String) throws(Failure) -> Void
+    ) throws(Failure) {
         try expect(UInt8(ascii: "{"))
         if consume(UInt8(ascii: "}")) { return }
+        var seen = [String]()
         repeat {
             skipWhitespace()
             guard peek == UInt8(ascii: "\"") else { throw fail("expected a field name") }
             let key = try readString()
+            guard !seen.contains(key) else { throw invalid("field '\(path)\(key)' appears twice") }
+            seen.append(key)
             try expect(UInt8(ascii: ":"))
             try member(&self, key)
         } while consume(UInt8(ascii: ","))

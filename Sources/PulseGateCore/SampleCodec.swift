@@ -213,10 +213,7 @@ struct SampleInput {
 
     static func read(_ s: inout JSONScanner) throws(JSONScanner.Failure) -> SampleInput {
         var input = SampleInput()
-        var seen = [String]()
         try s.readObject { s, key throws(JSONScanner.Failure) in
-            guard !seen.contains(key) else { throw s.invalid("field '\(key)' appears twice") }
-            seen.append(key)
             switch key {
             case "v":
                 guard try s.nextKind() == .number, try s.readNumber() == Double(Sample.schemaVersion) else {
@@ -265,10 +262,7 @@ struct SampleInput {
         guard try s.nextKind() == .object else { throw s.invalid("field 'source': expected an object") }
         var kind: SourceRef.Kind?
         var source = SourceRef(kind: .app)
-        var seen = [String]()
-        try s.readObject { s, key throws(JSONScanner.Failure) in
-            guard !seen.contains(key) else { throw s.invalid("field 'source.\(key)' appears twice") }
-            seen.append(key)
+        try s.readObject(path: "source.") { s, key throws(JSONScanner.Failure) in
             switch key {
             case "kind":
                 let name = try string(&s, "source.kind")
@@ -284,12 +278,7 @@ struct SampleInput {
             case "device":
                 guard try s.nextKind() == .object else { throw s.invalid("field 'source.device': expected an object") }
                 var device = SourceRef.Device()
-                var deviceSeen = [String]()
-                try s.readObject { s, key throws(JSONScanner.Failure) in
-                    guard !deviceSeen.contains(key) else {
-                        throw s.invalid("field 'source.device.\(key)' appears twice")
-                    }
-                    deviceSeen.append(key)
+                try s.readObject(path: "source.device.") { s, key throws(JSONScanner.Failure) in
                     switch key {
                     case "manufacturer": device.manufacturer = try string(&s, "source.device.manufacturer")
                     case "model": device.model = try string(&s, "source.device.model")

@@ -2,9 +2,9 @@
 ///
 /// Every field except `kind` is optional because sources know different things: a BLE strap has an
 /// address but no vendor record, a cloud vendor has a record id but maybe no serial number.
-public struct SourceRef: Sendable, Hashable, Codable {
+public struct SourceRef: Sendable, Hashable {
     /// The path a sample took into pulsegate.
-    public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
         case ble, ant, cloud, file, app
     }
 
@@ -20,7 +20,7 @@ public struct SourceRef: Sendable, Hashable, Codable {
     public var recordID: String?
 
     /// The physical device that measured.
-    public struct Device: Sendable, Hashable, Codable {
+    public struct Device: Sendable, Hashable {
         public var manufacturer: String?
         public var model: String?
         public var serial: String?
@@ -54,11 +54,6 @@ public struct SourceRef: Sendable, Hashable, Codable {
         self.station = station
         self.device = device
         self.recordID = recordID
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case kind, vendor, app, station, device
-        case recordID = "record_id"
     }
 
     /// A short label for per-source metrics: `cloud:strava`, `app:health_connect`, `ble`.

@@ -19,7 +19,6 @@ public struct IntakeController: Sendable {
     let retryAfterSeconds: Int
     let logger: Logger
     let metricsFactory: any MetricsFactory
-    private let rejectedMalformed: Counter
     private let refused: Counter
 
     public init(
@@ -32,9 +31,6 @@ public struct IntakeController: Sendable {
         self.retryAfterSeconds = retryAfterSeconds
         self.metricsFactory = metricsFactory
         self.logger = logger
-        rejectedMalformed = Counter(
-            label: "pulsegate_intake_rejected_samples_total", dimensions: [("reason", "malformed")],
-            factory: metricsFactory)
         refused = Counter(label: "pulsegate_intake_refused_requests_total", factory: metricsFactory)
     }
 

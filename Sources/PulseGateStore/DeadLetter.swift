@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 
 /// A batch a sink refused as poison, kept with the reason until an operator replays or drops it.
-public struct DeadLetter: Sendable, Codable {
+public struct DeadLetter: Sendable, Encodable {
     public let id: Int64
     public let sink: String
     public let reason: String
@@ -12,7 +12,7 @@ public struct DeadLetter: Sendable, Codable {
     public let lastSeq: Int64
     public let attempts: Int
     public let replayRequested: Bool
-    /// The batch's NDJSON; empty in listings.
+    /// The batch's NDJSON; empty in listings, and not part of the JSON listing.
     public let body: [UInt8]
 
     enum CodingKeys: String, CodingKey {
@@ -22,20 +22,6 @@ public struct DeadLetter: Sendable, Codable {
         case firstSeq = "first_seq"
         case lastSeq = "last_seq"
         case replayRequested = "replay_requested"
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        id = try c.decode(Int64.self, forKey: .id)
-        sink = try c.decode(String.self, forKey: .sink)
-        reason = try c.decode(String.self, forKey: .reason)
-        createdAt = try c.decode(Int64.self, forKey: .createdAt)
-        sampleCount = try c.decode(Int.self, forKey: .sampleCount)
-        firstSeq = try c.decode(Int64.self, forKey: .firstSeq)
-        lastSeq = try c.decode(Int64.self, forKey: .lastSeq)
-        attempts = try c.decode(Int.self, forKey: .attempts)
-        replayRequested = try c.decode(Bool.self, forKey: .replayRequested)
-        body = []
     }
 
     init(row: Row, withBody: Bool) {

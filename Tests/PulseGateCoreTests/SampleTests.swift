@@ -74,42 +74,23 @@ struct SampleTests {
         #expect(code { try hr(142, at: now.adding(milliseconds: 10 * 60_000)) } == .timeOutOfRange)
         #expect(code { try hr(142, at: Timestamp(millisecondsSinceEpoch: 0)) } == .timeOutOfRange)
         #expect(code { try hr(142, at: now.adding(milliseconds: 60_000)) } == nil, "a minute of clock skew is fine")
-        #expect(
+        /// The rejection code of one sample of `metric` starting at `t0`, or nil when it is valid.
+        func code(
+            _ metric: Metric, _ value: Sample.Value, _ unit: String, end: Timestamp? = nil, subject: String = "u"
+        ) -> SampleError.Code? {
             code {
                 try Sample(
-                    subject: "u", metric: .heartRate, value: .number(60), unit: "/min", start: t0,
-                    end: t0.adding(milliseconds: 1), source: strap, now: now)
-            } == .invalidInterval)
-        #expect(
-            code {
-                try Sample(
-                    subject: "u", metric: .stepCount, value: .number(60), unit: "{steps}", start: t0, source: strap,
+                    subject: subject, metric: metric, value: value, unit: unit, start: t0, end: end, source: strap,
                     now: now)
-            } == .invalidInterval)
-        #expect(
-            code {
-                try Sample(
-                    subject: "u", metric: .stepCount, value: .number(60), unit: "{steps}", start: t0, end: t0,
-                    source: strap, now: now)
-            } == .invalidInterval)
-        #expect(
-            code {
-                try Sample(
-                    subject: "", metric: .heartRate, value: .number(60), unit: "/min", start: t0, source: strap,
-                    now: now)
-            } == .invalidSubject)
-        #expect(
-            code {
-                try Sample(
-                    subject: "u", metric: .sleepStage, value: .category("napping"), unit: "{stage}", start: t0,
-                    end: t0.adding(milliseconds: 1000), source: strap, now: now)
-            } == .invalidValue)
-        #expect(
-            code {
-                try Sample(
-                    subject: "u", metric: .sleepStage, value: .category("rem"), unit: "{stage}", start: t0,
-                    end: t0.adding(milliseconds: 1000), source: strap, now: now)
-            } == nil)
+            }
+        }
+        let second = t0.adding(milliseconds: 1000)
+        #expect(code(.heartRate, .number(60), "/min", end: t0.adding(milliseconds: 1)) == .invalidInterval)
+        #expect(code(.stepCount, .number(60), "{steps}") == .invalidInterval)
+        #expect(code(.stepCount, .number(60), "{steps}", end: t0) == .invalidInterval)
+        #expect(code(.heartRate, .number(60), "/min", subject: "") == .invalidSubject)
+        #expect(code(.sleepStage, .category("napping"), "{stage}", end: second) == .invalidValue)
+        #expect(code(.sleepStage, .category("rem"), "{stage}", end: second) == nil)
     }
 
     @Test("every registry metric has a canonical unit it accepts and a unique name")
