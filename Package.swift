@@ -3,10 +3,28 @@ import PackageDescription
 
 /// Settings every pulsegate target shares: Swift 6 language mode (the tools-version default),
 /// plus the two upcoming features the style guide asks for.
-let swiftSettings: [SwiftSetting] = [
+let sharedSwiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
+
+extension Target {
+    /// A vendor adapter target: its folder holds the code, `vendor.yaml` (a resource the adapter reads)
+    /// and an operator's README.
+    static func vendor(_ name: String, folder: String) -> Target {
+        .target(
+            name: "PulseGateVendor\(name)",
+            dependencies: [
+                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "vendors/\(folder)",
+            exclude: ["README.md"],
+            resources: [.copy("vendor.yaml")],
+            swiftSettings: sharedSwiftSettings
+        )
+    }
+}
 
 let package = Package(
     name: "pulsegate",
@@ -47,8 +65,33 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto")
             ],
             resources: [.copy("Resources/sample-v1.schema.json")],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
+        .target(
+            name: "PulseGateOAuth",
+            dependencies: [
+                "PulseGateCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "PulseGateVendorKit",
+            dependencies: [
+                "PulseGateCore",
+                "PulseGateOAuth",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        // MARK: vendor adapters: one target per vendors/<id>/ folder (see vendors/README.md)
+        .vendor("Strava", folder: "strava"),
         .target(
             name: "PulseGateStore",
             dependencies: [
@@ -57,7 +100,7 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .target(
             name: "PulseGateDelivery",
@@ -73,7 +116,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .target(
             name: "PulseGateServer",
@@ -87,7 +130,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .target(
             name: "PulseGateDaemon",
@@ -107,7 +150,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .executableTarget(
             name: "pulsegate",
@@ -120,7 +163,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
 
         // MARK: benchmarks (run with `make bench`; see Benchmarks/README.md)
@@ -137,24 +180,24 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Benchmarks/PulseGateBench",
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
 
         // MARK: tests
         .target(
             name: "PulseGateTestSupport",
             path: "Tests/PulseGateTestSupport",
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
             name: "PulseGateCoreTests",
             dependencies: ["PulseGateCore"],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
             name: "PulseGateStoreTests",
             dependencies: ["PulseGateStore", "PulseGateCore", "PulseGateTestSupport"],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
             name: "PulseGateDeliveryTests",
@@ -163,7 +206,18 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "PulseGateVendorTests",
+            dependencies: [
+                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
+                // one line per vendor adapter:
+                "PulseGateVendorStrava",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
             name: "PulseGateServerTests",
@@ -175,7 +229,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: sharedSwiftSettings
         ),
     ]
 )

@@ -21,36 +21,19 @@ public final class Outbox: Sendable {
     public let doorbell = Doorbell()
     private let logger: Logger
 
-    private struct Pending {
-        let ticket: UInt64
-        let lines: [[UInt8]]
-    }
-
-    /// What a waiting writer is told: its rows' sequence numbers, the commit's failure, or that it is now
-    /// the one to run the next group commit.
-    private enum Outcome {
-        case committed(ClosedRange<Int64>)
-        case failed(StoreError)
-        case lead
-    }
-
     private struct State {
         var lastSeq: Int64 = 0
         var cursors: [String: Int64] = [:]
         var purgedThrough: Int64 = 0
         /// Samples admitted past the watermark check but not yet committed.
         var reserved = 0
-        var pending: [Pending] = []
-        var writing = false
-        var nextTicket: UInt64 = 0
-        var results: [UInt64: Outcome] = [:]
-        var waiters: [UInt64: CheckedContinuation<Outcome, Never>] = [:]
         var closed = false
 
         var minCursor: Int64 { cursors.values.min() ?? lastSeq }
         var depth: Int { Int(lastSeq - minCursor) + reserved }
     }
     private let state = Mutex(State())
+    private let writer: GroupCommit<[[UInt8]], ClosedRange<Int64>>
 
     /// Opens the outbox over `store`, creating cursors for sinks seen for the first time (they start at
     /// the oldest row still held, so a new sink receives what is waiting).
@@ -59,6 +42,7 @@ public final class Outbox: Sendable {
         self.sinkIDs = sinkIDs
         self.highWatermark = highWatermark
         self.logger = logger
+        writer = GroupCommit(pool: store.pool, what: "samples to the outbox", logger: logger, write: Self.insert)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         do {
             let (last, cursors) = try store.pool.write { db -> (Int64, [String: Int64]) in
@@ -104,7 +88,7 @@ public final class Outbox: Sendable {
     /// numbers. When this returns, the rows are committed; when it throws, none of them are.
     public func enqueue(_ lines: [[UInt8]]) async throws(StoreError) -> ClosedRange<Int64> {
         precondition(!lines.isEmpty, "enqueue of nothing")
-        let (ticket, leader) = try state.withLock { s throws(StoreError) -> (UInt64, Bool) in
+        try state.withLock { s throws(StoreError) in
             if s.closed { throw StoreError(.unavailable, "the outbox is closed (shutting down)") }
             if s.depth + lines.count > highWatermark {
                 throw StoreError(
@@ -113,98 +97,50 @@ public final class Outbox: Sendable {
                 )
             }
             s.reserved += lines.count
-            s.nextTicket &+= 1
-            s.pending.append(Pending(ticket: s.nextTicket, lines: lines))
-            let leader = !s.writing
-            s.writing = true
-            return (s.nextTicket, leader)
         }
-        if leader { await commitRound() }
-        while true {
-            let outcome = await withCheckedContinuation { (c: CheckedContinuation<Outcome, Never>) in
-                let ready = state.withLock { s -> Outcome? in
-                    if let r = s.results.removeValue(forKey: ticket) { return r }
-                    s.waiters[ticket] = c
-                    return nil
-                }
-                if let ready { c.resume(returning: ready) }
+        do {
+            let range = try await writer.submit(lines)
+            state.withLock { s in
+                s.reserved -= lines.count
+                s.lastSeq = max(s.lastSeq, range.upperBound)
             }
-            switch outcome {
-            case .committed(let range): return range
-            case .failed(let error): throw error
-            case .lead: await commitRound()
-            }
+            doorbell.ring()
+            return range
+        } catch {
+            state.withLock { $0.reserved -= lines.count }
+            throw error
         }
     }
 
-    /// One group commit: writes everything pending in one transaction, answers every writer in it, then
-    /// hands leadership to the oldest writer that arrived meanwhile (so no caller keeps committing for
-    /// others while its own answer waits).
-    private func commitRound() async {
-        let batch = state.withLock { s -> [Pending] in
-            defer { s.pending.removeAll(keepingCapacity: true) }
-            return s.pending
-        }
-        let total = batch.reduce(0) { $0 + $1.lines.count }
+    /// One group-commit round: every caller's lines in one transaction, each answered with its range.
+    private static func insert(_ db: Database, _ batch: [[[UInt8]]]) throws -> [ClosedRange<Int64>] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        var results = [(UInt64, Outcome)]()
-        var committedThrough: Int64?
-        do {
-            let last = try await store.pool.write { db -> Int64 in
-                // Bound through the C API: no Data copy and no argument array per row on the hottest
-                // path of intake (GRDB still prepares, caches and owns the statement).
-                let statement = try db.cachedStatement(sql: "INSERT INTO outbox (body, enqueued_at) VALUES (?, ?)")
-                let handle = statement.sqliteStatement
-                for entry in batch {
-                    for line in entry.lines {
-                        let rc = line.withUnsafeBytes { bytes -> Int32 in
-                            sqlite3_bind_blob(handle, 1, bytes.baseAddress, Int32(bytes.count), nil)
-                            sqlite3_bind_int64(handle, 2, now)
-                            defer { sqlite3_reset(handle) }
-                            return sqlite3_step(handle)
-                        }
-                        guard rc == SQLITE_DONE else {
-                            throw DatabaseError(
-                                resultCode: ResultCode(rawValue: rc),
-                                message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
-                        }
-                    }
+        // Bound through the C API: no Data copy and no argument array per row on the hottest path of
+        // intake (GRDB still prepares, caches and owns the statement).
+        let statement = try db.cachedStatement(sql: "INSERT INTO outbox (body, enqueued_at) VALUES (?, ?)")
+        let handle = statement.sqliteStatement
+        defer { sqlite3_clear_bindings(handle) }
+        var ranges = [ClosedRange<Int64>]()
+        ranges.reserveCapacity(batch.count)
+        for lines in batch {
+            var first: Int64 = 0
+            for (i, line) in lines.enumerated() {
+                let rc = line.withUnsafeBytes { bytes -> Int32 in
+                    sqlite3_bind_blob(handle, 1, bytes.baseAddress, Int32(bytes.count), nil)
+                    sqlite3_bind_int64(handle, 2, now)
+                    defer { sqlite3_reset(handle) }
+                    return sqlite3_step(handle)
                 }
-                sqlite3_clear_bindings(handle)
-                return db.lastInsertedRowID
-            }
-            committedThrough = last
-            var next = last - Int64(total) + 1
-            for entry in batch {
-                let end = next + Int64(entry.lines.count) - 1
-                results.append((entry.ticket, .committed(next...end)))
-                next = end + 1
-            }
-        } catch {
-            let storeError = SQLiteStore.storeError(error, doing: "committing \(total) samples to the outbox")
-            logger.error("outbox commit failed", metadata: ["error": "\(storeError)", "samples": "\(total)"])
-            results = batch.map { ($0.ticket, .failed(storeError)) }
-        }
-        let resume = state.withLock { s -> [(CheckedContinuation<Outcome, Never>, Outcome)] in
-            s.reserved -= total
-            if let committedThrough { s.lastSeq = max(s.lastSeq, committedThrough) }
-            if let next = s.pending.first {
-                results.append((next.ticket, .lead))
-            } else {
-                s.writing = false
-            }
-            var ready = [(CheckedContinuation<Outcome, Never>, Outcome)]()
-            for (ticket, result) in results {
-                if let waiter = s.waiters.removeValue(forKey: ticket) {
-                    ready.append((waiter, result))
-                } else {
-                    s.results[ticket] = result
+                guard rc == SQLITE_DONE else {
+                    throw DatabaseError(
+                        resultCode: ResultCode(rawValue: rc),
+                        message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
                 }
+                if i == 0 { first = db.lastInsertedRowID }
             }
-            return ready
+            ranges.append(first...db.lastInsertedRowID)
         }
-        for (waiter, result) in resume { waiter.resume(returning: result) }
-        if committedThrough != nil { doorbell.ring() }
+        return ranges
     }
 
     /// Refuses further intake; rows already committed stay for the next start.

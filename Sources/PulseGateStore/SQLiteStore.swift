@@ -76,6 +76,7 @@ public final class SQLiteStore: Sendable {
                     CREATE INDEX dead_letter_by_sink ON dead_letter(sink, replay_requested, id);
                     """)
         }
+        m.registerMigration("v2-accounts") { db in try AccountStore.createTables(db) }
         return m
     }
 
