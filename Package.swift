@@ -92,6 +92,7 @@ let package = Package(
         ),
         // MARK: vendor adapters: one target per vendors/<id>/ folder (see vendors/README.md)
         .vendor("Strava", folder: "strava"),
+        .vendor("Polar", folder: "polar"),
         .target(
             name: "PulseGateStore",
             dependencies: [
@@ -99,6 +100,20 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "PulseGateAccounts",
+            dependencies: [
+                "PulseGateCore",
+                "PulseGateOAuth",
+                "PulseGateVendorKit",
+                "PulseGateStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: sharedSwiftSettings
         ),
@@ -121,6 +136,8 @@ let package = Package(
         .target(
             name: "PulseGateServer",
             dependencies: [
+                "PulseGateAccounts",
+                "PulseGateVendorKit",
                 "PulseGateCore",
                 "PulseGateStore",
                 "PulseGateDelivery",
@@ -136,6 +153,11 @@ let package = Package(
             name: "PulseGateDaemon",
             dependencies: [
                 "CSystemd",
+                "PulseGateAccounts",
+                "PulseGateOAuth",
+                "PulseGateVendorKit",
+                // one line per vendor adapter:
+                "PulseGateVendorStrava",
                 "PulseGateCore",
                 "PulseGateStore",
                 "PulseGateDelivery",
@@ -155,6 +177,9 @@ let package = Package(
         .executableTarget(
             name: "pulsegate",
             dependencies: [
+                "PulseGateAccounts",
+                "PulseGateOAuth",
+                "PulseGateVendorKit",
                 "PulseGateCore",
                 "PulseGateStore",
                 "PulseGateDaemon",
@@ -214,6 +239,7 @@ let package = Package(
                 "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
                 // one line per vendor adapter:
                 "PulseGateVendorStrava",
+                "PulseGateVendorPolar",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

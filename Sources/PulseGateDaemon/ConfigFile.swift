@@ -11,11 +11,68 @@ struct ConfigFile: Codable {
     var shutdown: Shutdown?
     var log: Log?
     var apiKeys: [APIKeyEntry]?
+    var publicURL: String?
+    var tokens: Tokens?
+    var accounts: Accounts?
+    var vendors: [String: Vendor]?
 
     enum CodingKeys: String, CodingKey {
-        case server, store, outbox, sinks, shutdown, log
+        case server, store, outbox, sinks, shutdown, log, tokens, accounts, vendors
         case stateDirectory = "state_directory"
         case apiKeys = "api_keys"
+        case publicURL = "public_url"
+    }
+
+    struct Tokens: Codable {
+        var keyFile: String?
+        var previousKeyFiles: [String]?
+        enum CodingKeys: String, CodingKey {
+            case keyFile = "key_file"
+            case previousKeyFiles = "previous_key_files"
+        }
+    }
+
+    struct Accounts: Codable {
+        var stateTTLSeconds: Int?
+        var rawRetentionDays: Double?
+        var inboxRetentionDays: Double?
+        var watchdogIntervalSeconds: Int?
+        var refreshConcurrency: Int?
+        var jobConcurrency: Int?
+        enum CodingKeys: String, CodingKey {
+            case stateTTLSeconds = "state_ttl_seconds"
+            case rawRetentionDays = "raw_retention_days"
+            case inboxRetentionDays = "inbox_retention_days"
+            case watchdogIntervalSeconds = "watchdog_interval_seconds"
+            case refreshConcurrency = "refresh_concurrency"
+            case jobConcurrency = "job_concurrency"
+        }
+    }
+
+    /// One vendor app. Secrets may be given inline or as `…_file` (relative to
+    /// `$CREDENTIALS_DIRECTORY` when systemd provides one).
+    struct Vendor: Codable {
+        var enabled: Bool?
+        var clientID: String?
+        var clientSecret: String?
+        var clientSecretFile: String?
+        var scopes: [String]?
+        var urls: [String: String]?
+        var allowedHosts: [String]?
+        /// Webhook secrets by name (`verify_token`, `authorization`, `signature_secret_key`, …) and
+        /// `<name>_file` for the same read from a file.
+        var webhook: [String: String]?
+        var backfillDays: Int?
+        var silenceHours: Double?
+        enum CodingKeys: String, CodingKey {
+            case enabled, scopes, urls, webhook
+            case clientID = "client_id"
+            case clientSecret = "client_secret"
+            case clientSecretFile = "client_secret_file"
+            case allowedHosts = "allowed_hosts"
+            case backfillDays = "backfill_days"
+            case silenceHours = "silence_hours"
+        }
     }
 
     struct Server: Codable {

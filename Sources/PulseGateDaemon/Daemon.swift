@@ -3,10 +3,13 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import PulseGateAccounts
 import PulseGateCore
 import PulseGateDelivery
+import PulseGateOAuth
 import PulseGateServer
 import PulseGateStore
+import PulseGateVendorKit
 import ServiceLifecycle
 import UnixSignals
 
@@ -35,6 +38,9 @@ public final class Daemon: Sendable {
     public let pumps: [SinkPump]
     public let telemetry: Telemetry
     public let notifier: SystemdNotifier
+    public let accounts: AccountStore
+    public let engine: AccountEngine
+    /// Only made when something speaks HTTP outward (an HTTP sink, a vendor): it must be shut down.
     private let httpClient: HTTPClient?
     private let logger: Logger
 
@@ -57,9 +63,11 @@ public final class Daemon: Sendable {
             }
             throw .internalFailure(error.message)
         }
-        let needsHTTP = configuration.sinks.contains {
-            if case .http = $0.kind { return true }; return false
-        }
+        let needsHTTP =
+            !configuration.vendors.isEmpty
+            || configuration.sinks.contains {
+                if case .http = $0.kind { return true }; return false
+            }
         var clientConfig = HTTPClient.Configuration()
         clientConfig.redirectConfiguration = .disallow
         clientConfig.timeout = .init(connect: .seconds(5))
@@ -82,6 +90,67 @@ public final class Daemon: Sendable {
             return SinkPump(
                 sink: sink, outbox: outbox, batchSize: sinkConfig.batchSize, backoff: sinkConfig.backoff,
                 drainTimeout: configuration.shutdownTimeout, metricsFactory: telemetry.factory, logger: logger)
+        }
+        accounts = AccountStore(store: store, logger: logger)
+        let cipher = try Self.tokenCipher(configuration)
+        var runtimes = [VendorRuntime]()
+        let adapters: [String: any VendorAdapter]
+        do {
+            adapters = Dictionary(uniqueKeysWithValues: try VendorRegistry.adapters().map { ($0.manifest.id, $0) })
+        } catch {
+            throw .internalFailure("built-in vendor manifest: \(error)")
+        }
+        for vendor in configuration.vendors {
+            guard let adapter = adapters[vendor.id] else { continue }
+            let settings = Self.vendorSettings(vendor, manifest: adapter.manifest, publicURL: configuration.publicURL)
+            let http = VendorHTTP(
+                vendor: vendor.id, transport: AsyncHTTPTransport(client: client!), rules: settings.rateLimits,
+                headerReader: adapter.rateLimitHeaders, logger: logger, metricsFactory: telemetry.factory)
+            let context = VendorContext(
+                manifest: adapter.manifest, settings: settings, http: http,
+                state: StoredVendorState(vendor: vendor.id, accounts: accounts, cipher: cipher), logger: logger)
+            runtimes.append(VendorRuntime(adapter: adapter, settings: settings, context: context))
+        }
+        engine = AccountEngine(
+            vendors: runtimes, accounts: accounts, outbox: outbox, cipher: cipher, settings: configuration.accounts,
+            logger: logger, metricsFactory: telemetry.factory)
+    }
+
+    /// The manifest's documented defaults merged with the operator's settings for one vendor.
+    static func vendorSettings(
+        _ v: DaemonConfiguration.VendorConfiguration, manifest: VendorManifest, publicURL: String
+    ) -> VendorSettings {
+        var urls = [String: URL]()
+        for (name, text) in manifest.urls { urls[name] = URL(string: v.urls[name] ?? text)! }
+        return VendorSettings(
+            clientID: v.clientID, clientSecret: v.clientSecret, urls: urls, scopes: v.scopes ?? manifest.oauth.scopes,
+            redirectURI: "\(publicURL)/v1/oauth/\(v.id)/callback", webhookURL: "\(publicURL)/v1/webhooks/\(v.id)",
+            secrets: v.secrets, allowedHosts: manifest.allowedHosts + v.allowedHosts, rateLimits: manifest.rateLimits,
+            backfillDays: v.backfillDays ?? manifest.backfill.defaultDays,
+            silenceHours: v.silenceHours ?? manifest.silenceHours)
+    }
+
+    /// Loads the token key (and previous keys). Without a configured key file, a key is created in the
+    /// state directory on first start (mode 0600), so `make run` works with encryption at rest from the
+    /// first token; a configured file that is missing is an error (a lost key would orphan every token).
+    static func tokenCipher(_ c: DaemonConfiguration) throws(DaemonError) -> TokenCipher {
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: c.tokenKeyFile) {
+            guard !c.tokenKeyConfigured else {
+                throw .config(ConfigError(key: "tokens.key_file", "\(c.tokenKeyFile) does not exist"))
+            }
+            let hex = TokenCipher.Key.generate().hexString + "\n"
+            guard
+                fm.createFile(atPath: c.tokenKeyFile, contents: Data(hex.utf8), attributes: [.posixPermissions: 0o600])
+            else { throw .stateDirectory("cannot create the token key \(c.tokenKeyFile)") }
+        }
+        do {
+            let current = try TokenCipher.Key(file: c.tokenKeyFile)
+            var previous = [TokenCipher.Key]()
+            for file in c.previousTokenKeyFiles { previous.append(try TokenCipher.Key(file: file)) }
+            return TokenCipher(current: current, previous: previous)
+        } catch {
+            throw .config(ConfigError(key: "tokens.key_file", error.description))
         }
     }
 
@@ -111,6 +180,7 @@ public final class Daemon: Sendable {
             outbox: outbox, keyring: keyring, maxBodyBytes: configuration.maxBodyBytes,
             retryAfterSeconds: configuration.retryAfterSeconds, metricsFactory: telemetry.factory, logger: logger
         ).register(on: router)
+        AccountsController(engine: engine, keyring: keyring, logger: logger).register(on: router)
         let notifier = self.notifier
         let logger = self.logger
         let sinks = configuration.sinks.map { "\($0.id) (\($0.typeName))" }.joined(separator: ", ")
@@ -119,7 +189,7 @@ public final class Daemon: Sendable {
             router: router,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "pulsegate"),
-            services: [DeliveryService(pumps: pumps), notifier],
+            services: [DeliveryService(pumps: pumps), AccountWorkers(engine: engine, logger: logger), notifier],
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                 logger.notice(

@@ -1,9 +1,11 @@
 import Foundation
 import Logging
+import PulseGateAccounts
 import PulseGateCore
 import PulseGateDelivery
 import PulseGateServer
 import PulseGateStore
+import PulseGateVendorKit
 import Yams
 
 /// The validated configuration the daemon runs with: defaults applied, paths resolved, secrets read.
@@ -27,6 +29,28 @@ public struct DaemonConfiguration: Sendable {
     public var logLevel = Logger.Level.info
     public var logFormat = LogFormat.json
     public var apiKeys: [APIKey] = []
+    /// Where vendors and browsers reach this daemon (OAuth callbacks, webhooks); no trailing slash.
+    public var publicURL: String
+    /// The token key file, and whether the operator named it (then it must exist; otherwise it is
+    /// created in the state directory on first start).
+    public var tokenKeyFile: String
+    public var tokenKeyConfigured = false
+    public var previousTokenKeyFiles: [String] = []
+    public var accounts = AccountSettings()
+    public var vendors: [VendorConfiguration] = []
+
+    /// One vendor app as configured; the manifest supplies everything not given here.
+    public struct VendorConfiguration: Sendable {
+        public var id: String
+        public var clientID: String
+        public var clientSecret: Secret
+        public var scopes: [String]?
+        public var urls: [String: String]
+        public var allowedHosts: [String]
+        public var secrets: [String: Secret]
+        public var backfillDays: Int?
+        public var silenceHours: Double?
+    }
 
     public enum LogFormat: String, Sendable, CaseIterable {
         case json, text
@@ -199,7 +223,8 @@ public struct DaemonConfiguration: Sendable {
         var c = DaemonConfiguration(
             stateDirectory: stateDirectory,
             storePath: absolute(file.store?.sqlite?.path ?? "pulsegate.sqlite", against: stateDirectory),
-            sinks: [])
+            sinks: [], publicURL: "",
+            tokenKeyFile: absolute(file.tokens?.keyFile ?? "token.key", against: stateDirectory))
 
         if let host = file.server?.host {
             guard !host.isEmpty else { throw ConfigError(key: "server.host", "must not be empty") }
@@ -375,6 +400,137 @@ public struct DaemonConfiguration: Sendable {
             }
             c.apiKeys.append(APIKey(name: name, sha256: hash, scopes: scopes, rateLimit: limit))
         }
+        try resolveAccounts(file, into: &c, environment: environment, baseDirectory: baseDirectory)
         return c
+    }
+
+    /// Reads a secret given inline or as a file (relative to `$CREDENTIALS_DIRECTORY` when set).
+    static func readSecret(
+        inline: String?, file: String?, key: String, environment: [String: String], baseDirectory: String
+    ) throws(ConfigError) -> Secret? {
+        if inline != nil, file != nil { throw ConfigError(key: key, "give \(key) or \(key)_file, not both") }
+        if let inline {
+            guard !inline.isEmpty else { throw ConfigError(key: key, "must not be empty") }
+            return Secret(inline)
+        }
+        guard let file else { return nil }
+        let base = environment["CREDENTIALS_DIRECTORY"] ?? baseDirectory
+        let path = file.hasPrefix("/") ? file : URL(fileURLWithPath: base).appendingPathComponent(file).path
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(key: "\(key)_file", "cannot read \(path)")
+        }
+        var bytes = [UInt8](data)
+        while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+        guard !bytes.isEmpty else { throw ConfigError(key: "\(key)_file", "\(path) is empty") }
+        return Secret(bytes: bytes)
+    }
+
+    static func resolveAccounts(
+        _ file: ConfigFile, into c: inout DaemonConfiguration, environment: [String: String], baseDirectory: String
+    ) throws(ConfigError) {
+        if let url = file.publicURL {
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil,
+                parsed.query == nil
+            else { throw ConfigError(key: "public_url", "must be an absolute http(s) URL without a query") }
+            c.publicURL = url.hasSuffix("/") ? String(url.dropLast()) : url
+        } else {
+            c.publicURL = "http://\(c.host):\(c.port)"
+        }
+        c.tokenKeyConfigured = file.tokens?.keyFile != nil
+        c.previousTokenKeyFiles = (file.tokens?.previousKeyFiles ?? []).map {
+            $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: c.stateDirectory).appendingPathComponent($0).path
+        }
+        if let a = file.accounts {
+            if let ttl = a.stateTTLSeconds {
+                guard (60...86_400).contains(ttl) else {
+                    throw ConfigError(key: "accounts.state_ttl_seconds", "must be 60...86400")
+                }
+                c.accounts.stateLifetime = .seconds(ttl)
+            }
+            if let days = a.rawRetentionDays {
+                guard days >= 0 else { throw ConfigError(key: "accounts.raw_retention_days", "must not be negative") }
+                c.accounts.rawRetention = .seconds(Int64(days * 86_400))
+            }
+            if let days = a.inboxRetentionDays {
+                guard days >= 0 else { throw ConfigError(key: "accounts.inbox_retention_days", "must not be negative") }
+                c.accounts.inboxRetention = .seconds(Int64(days * 86_400))
+            }
+            if let s = a.watchdogIntervalSeconds {
+                guard s >= 1 else { throw ConfigError(key: "accounts.watchdog_interval_seconds", "must be positive") }
+                c.accounts.watchdogInterval = .seconds(s)
+            }
+            if let n = a.refreshConcurrency {
+                guard (1...1000).contains(n) else {
+                    throw ConfigError(key: "accounts.refresh_concurrency", "must be 1...1000")
+                }
+                c.accounts.refreshConcurrency = n
+            }
+            if let n = a.jobConcurrency {
+                guard (1...1000).contains(n) else {
+                    throw ConfigError(key: "accounts.job_concurrency", "must be 1...1000")
+                }
+                c.accounts.jobConcurrency = n
+            }
+        }
+        let manifests: [String: VendorManifest]
+        do {
+            manifests = Dictionary(
+                uniqueKeysWithValues: try VendorRegistry.adapters().map { ($0.manifest.id, $0.manifest) })
+        } catch {
+            throw ConfigError(key: "vendors", "a built-in vendor manifest is broken: \(error)")
+        }
+        for (id, entry) in (file.vendors ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let key = "vendors.\(id)"
+            guard let manifest = manifests[id] else {
+                throw ConfigError(
+                    key: key, "unknown vendor (known: \(manifests.keys.sorted().joined(separator: ", ")))")
+            }
+            if entry.enabled == false { continue }
+            guard let clientID = entry.clientID, !clientID.isEmpty else {
+                throw ConfigError(key: "\(key).client_id", "required (from the vendor's developer portal)")
+            }
+            guard
+                let secret = try readSecret(
+                    inline: entry.clientSecret, file: entry.clientSecretFile, key: "\(key).client_secret",
+                    environment: environment, baseDirectory: baseDirectory)
+            else { throw ConfigError(key: "\(key).client_secret", "required (or client_secret_file)") }
+            for (name, url) in entry.urls ?? [:] {
+                guard manifest.urls[name] != nil else {
+                    throw ConfigError(
+                        key: "\(key).urls.\(name)",
+                        "unknown endpoint (known: \(manifest.urls.keys.sorted().joined(separator: ", ")))")
+                }
+                guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil
+                else { throw ConfigError(key: "\(key).urls.\(name)", "must be an absolute http(s) URL") }
+            }
+            var secrets = [String: Secret]()
+            for (name, value) in entry.webhook ?? [:] {
+                if name.hasSuffix("_file") {
+                    let base = String(name.dropLast(5))
+                    secrets[base] = try readSecret(
+                        inline: nil, file: value, key: "\(key).webhook.\(base)", environment: environment,
+                        baseDirectory: baseDirectory)
+                } else {
+                    secrets[name] = try readSecret(
+                        inline: value, file: entry.webhook?["\(name)_file"], key: "\(key).webhook.\(name)",
+                        environment: environment, baseDirectory: baseDirectory)
+                }
+            }
+            if let days = entry.backfillDays {
+                guard (0...manifest.backfill.horizonDays).contains(days) else {
+                    throw ConfigError(
+                        key: "\(key).backfill_days",
+                        "must be 0...\(manifest.backfill.horizonDays) (the vendor's horizon)")
+                }
+            }
+            if let hours = entry.silenceHours, hours < 0 {
+                throw ConfigError(key: "\(key).silence_hours", "must not be negative (0 turns the watchdog off)")
+            }
+            c.vendors.append(
+                VendorConfiguration(
+                    id: id, clientID: clientID, clientSecret: secret, scopes: entry.scopes, urls: entry.urls ?? [:],
+                    allowedHosts: entry.allowedHosts ?? [], secrets: secrets, backfillDays: entry.backfillDays,
+                    silenceHours: entry.silenceHours))
+        }
     }
 }

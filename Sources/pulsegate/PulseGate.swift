@@ -18,7 +18,8 @@ struct PulseGate: AsyncParsableCommand {
         abstract: "Connects fitness devices to a training platform: one canonical sample stream, delivered durably.",
         version: PulseGateVersion.current,
         subcommands: [
-            Serve.self, Doctor.self, ConfigCommand.self, OutboxCommand.self, APIKeyCommand.self, Version.self,
+            Serve.self, Doctor.self, ConfigCommand.self, OutboxCommand.self, APIKeyCommand.self, VendorsCommand.self,
+            ReplayCommand.self, TokensCommand.self, Version.self,
         ]
     )
 }
@@ -107,6 +108,7 @@ struct ConfigCommand: ParsableCommand {
             print("  listen \(config.host):\(config.port), state \(config.stateDirectory)")
             for sink in config.sinks { print("  sink \(sink.id) (\(sink.typeName))") }
             print("  api keys: \(config.apiKeys.count)")
+            for vendor in config.vendors { print("  vendor \(vendor.id)") }
         }
     }
 }
