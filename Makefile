@@ -26,7 +26,7 @@ run: build
 ## against the built daemon.
 test:
 	@scripts/deps.sh test
-	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks Package.swift
+	$(SWIFT) format lint --strict --recursive Sources vendors Tests Benchmarks Package.swift
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate $(PYTHON) -m pytest Tests/e2e -q
@@ -45,6 +45,7 @@ bench:
 	$(SWIFT) build -c release --product pulsegate-bench
 	.build/release/pulsegate-bench
 	$(PYTHON) scripts/bench_daemon.py --bin $(CURDIR)/.build/release/pulsegate
+	$(PYTHON) scripts/bench_webhooks.py --bin $(CURDIR)/.build/release/pulsegate
 
 ## Long fault runs: the SIGKILL test with more rounds and samples.
 soak: build
@@ -54,7 +55,7 @@ soak: build
 
 ## Rewrites the sources in the house style (.swift-format); `make test` checks it.
 format:
-	$(SWIFT) format --in-place --recursive Sources Tests Benchmarks Package.swift
+	$(SWIFT) format --in-place --recursive Sources vendors Tests Benchmarks Package.swift
 
 clean-var:
 	rm -rf var

@@ -16,6 +16,7 @@ extension Target {
             name: "PulseGateVendor\(name)",
             dependencies: [
                 "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "vendors/\(folder)",
@@ -92,6 +93,8 @@ let package = Package(
         ),
         // MARK: vendor adapters: one target per vendors/<id>/ folder (see vendors/README.md)
         .vendor("Strava", folder: "strava"),
+        .vendor("Fitbit", folder: "fitbit"),
+        .vendor("Oura", folder: "oura"),
         .vendor("Polar", folder: "polar"),
         .target(
             name: "PulseGateStore",
@@ -158,6 +161,9 @@ let package = Package(
                 "PulseGateVendorKit",
                 // one line per vendor adapter:
                 "PulseGateVendorStrava",
+                "PulseGateVendorFitbit",
+                "PulseGateVendorPolar",
+                "PulseGateVendorOura",
                 "PulseGateCore",
                 "PulseGateStore",
                 "PulseGateDelivery",
@@ -211,6 +217,10 @@ let package = Package(
         // MARK: tests
         .target(
             name: "PulseGateTestSupport",
+            dependencies: [
+                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/PulseGateTestSupport",
             swiftSettings: sharedSwiftSettings
         ),
@@ -234,11 +244,23 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
+            name: "PulseGateAccountsTests",
+            dependencies: [
+                "PulseGateAccounts", "PulseGateOAuth", "PulseGateVendorKit", "PulseGateStore", "PulseGateCore",
+                "PulseGateTestSupport", "PulseGateVendorStrava",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
             name: "PulseGateVendorTests",
             dependencies: [
-                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
+                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit", "PulseGateTestSupport",
                 // one line per vendor adapter:
                 "PulseGateVendorStrava",
+                "PulseGateVendorFitbit",
+                "PulseGateVendorOura",
                 "PulseGateVendorPolar",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

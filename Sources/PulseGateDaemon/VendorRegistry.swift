@@ -1,4 +1,7 @@
+import PulseGateVendorFitbit
 import PulseGateVendorKit
+import PulseGateVendorOura
+import PulseGateVendorPolar
 import PulseGateVendorStrava
 
 /// Every vendor adapter built into this daemon: one line per vendor (see vendors/README.md).
@@ -6,7 +9,10 @@ public enum VendorRegistry {
     /// The adapters, each with its manifest loaded and checked.
     public static func adapters() throws(ManifestError) -> [any VendorAdapter] {
         [
-            try StravaAdapter()
+            try StravaAdapter(),
+            try FitbitAdapter(),
+            try PolarAdapter(),
+            try OuraAdapter(),
         ]
     }
 }

@@ -143,9 +143,12 @@ public struct OAuthClient: Sendable {
             idempotent: false)
     }
 
-    /// `Basic base64(urlencode(id):urlencode(secret))` per RFC 6749 §2.3.1.
+    /// `Basic base64(id:secret)`, as the vendors document and send it (Fitbit's example encodes
+    /// `client_id:client secret` with the space as is). RFC 6749 §2.3.1 asks for form-encoding first,
+    /// which changes only secrets with reserved characters — and vendors that do not decode would then
+    /// refuse them; the vendors' examples are the authority here.
     public static func basicAuthorization(_ id: String, _ secret: Secret) -> String {
-        let pair = "\(FormEncoding.escape(id)):\(FormEncoding.escape(secret.text))"
+        let pair = "\(id):\(secret.text)"
         return "Basic \(Data(pair.utf8).base64EncodedString())"
     }
 

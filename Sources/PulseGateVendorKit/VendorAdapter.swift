@@ -62,7 +62,7 @@ public protocol VendorAdapter: Sendable {
     /// Identifies a delivery so a retried or replayed one is absorbed. Default: SHA-256 of the body.
     func dedupeKey(_ request: WebhookRequest) -> String
 
-    /// The status a stored notification is answered with (Strava 200, Google 200, …). Default 200.
+    /// The status a stored notification is answered with (Strava 200, Google 204, …). Default 200.
     var acceptedStatus: Int { get }
 
     /// Reads a stored notification body (off the request path). Throws ``VendorError/malformed(_:)``
@@ -214,7 +214,7 @@ public enum VendorError: Error, Sendable, CustomStringConvertible {
     case malformed(String)
     /// A URL from a payload points outside the vendor's allowed hosts (SSRF guard).
     case forbiddenURL(String)
-    /// The grant is gone (the vendor says so outside the token endpoint, e.g. Polar 403 user deregistered).
+    /// The grant is gone (the vendor says so outside the token endpoint).
     case grantRevoked(String)
 
     public var description: String {
