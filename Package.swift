@@ -65,7 +65,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto")
             ],
-            resources: [.copy("Resources/sample-v1.schema.json")],
+            resources: [.copy("Resources/sample-v1.schema.json"), .copy("Resources/event-v1.schema.json")],
             swiftSettings: sharedSwiftSettings
         ),
         .target(

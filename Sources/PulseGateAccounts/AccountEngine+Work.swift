@@ -52,17 +52,45 @@ extension AccountEngine {
 
     // MARK: inbox
 
-    /// Processes stored notifications: each becomes jobs, a revocation or a tombstone. Returns how many
-    /// were handled.
-    public func processInbox(limit: Int = 100) async -> Int {
+    /// Processes stored notifications: each becomes jobs, a revocation or a tombstone. A claimed batch
+    /// is completed in one transaction (plus one outbox append for its events), so processing keeps up
+    /// with intake instead of paying a commit per notification. Returns how many were handled.
+    public func processInbox(limit: Int = 500) async -> Int {
         guard let entries = try? await accounts.claimInbox(now: Self.nowMillis, limit: limit, leaseMillis: 60_000),
             !entries.isEmpty
         else { return 0 }
-        for entry in entries { await process(entry) }
+        var batch = InboxBatch()
+        for entry in entries { await collect(entry, into: &batch) }
+        do {
+            try await emit(batch.events)
+            try await accounts.completeInbox(
+                ids: batch.done, jobs: batch.jobs, touched: batch.touched, deactivate: batch.deactivate,
+                now: Self.nowMillis)
+            if !batch.jobs.isEmpty { jobBell.ring() }
+            for (vendor, id) in batch.revoked {
+                logger.notice(
+                    "connection revoked by the vendor", metadata: ["vendor": "\(vendor)", "connection": "\(id)"])
+            }
+        } catch {
+            // Nothing of the batch is marked done: it is claimed again when the lease ends.
+            logger.error("completing webhook notifications failed", metadata: ["error": "\(error)"])
+        }
         return entries.count
     }
 
-    func process(_ entry: InboxEntry) async {
+    /// What a batch of notifications amounts to, written together.
+    struct InboxBatch {
+        var done: [Int64] = []
+        var jobs: [JobSpec] = []
+        var events: [DataEvent] = []
+        var touched: [String: Int64] = [:]
+        var deactivate: [(id: String, status: ConnectionRecord.Status, reason: String)] = []
+        var revoked: [(String, String)] = []
+        /// Connections by vendor user, read once per batch.
+        var connections: [String: [ConnectionRecord]] = [:]
+    }
+
+    func collect(_ entry: InboxEntry, into batch: inout InboxBatch) async {
         guard let vendor = vendors[entry.vendor] else {
             try? await accounts.failInbox(id: entry.id, reason: "vendor \(entry.vendor) not configured", retryAt: nil)
             return
@@ -77,50 +105,49 @@ extension AccountEngine {
             return
         }
         let received = Timestamp(millisecondsSinceEpoch: entry.receivedAt)
-        var jobs = [JobSpec]()
-        do {
-            for n in notifications {
-                let connections = try await accounts.connections(vendor: vendor.id, vendorUserID: n.vendorUserID)
-                if connections.isEmpty {
-                    logger.debug("webhook for an unknown user", metadata: ["vendor": "\(vendor.id)"])
+        for n in notifications {
+            let key = "\(vendor.id)\u{1F}\(n.vendorUserID)"
+            let connections: [ConnectionRecord]
+            if let cached = batch.connections[key] {
+                connections = cached
+            } else {
+                do {
+                    connections = try await accounts.connections(vendor: vendor.id, vendorUserID: n.vendorUserID)
+                } catch {
+                    // Leave the entry unfinished: it is claimed again when its lease ends.
+                    logger.error("webhook processing cannot read connections", metadata: ["error": "\(error)"])
+                    return
                 }
-                for c in connections {
-                    try await accounts.touch(id: c.id, .webhook, at: entry.receivedAt)
-                    switch n.action {
-                    case .fetch(let task):
-                        if c.status == .active { jobs.append(jobSpec(task, connection: c, due: Self.nowMillis)) }
-                    case .deauthorized:
-                        try await emit([
-                            DataEvent(
-                                kind: .revoked, subject: c.subject, vendor: c.vendor, at: received,
-                                reason: "deauthorized at the vendor"),
-                            DataEvent(
-                                kind: .tombstone, subject: c.subject, vendor: c.vendor, at: received,
-                                reason: "deauthorized at the vendor"),
-                        ])
-                        try await accounts.deactivate(
-                            id: c.id, status: .revoked, reason: "deauthorized at the vendor", now: entry.receivedAt)
-                        logger.notice(
-                            "connection revoked by the vendor",
-                            metadata: ["vendor": "\(vendor.id)", "connection": "\(c.id)"])
-                    case .deleted(let recordID):
-                        try await emit([
-                            DataEvent(
-                                kind: .tombstone, subject: c.subject, vendor: c.vendor, recordID: recordID,
-                                at: received,
-                                reason: "deleted at the vendor")
-                        ])
-                    case .ignore(let why):
-                        logger.debug("webhook ignored", metadata: ["vendor": "\(vendor.id)", "why": "\(why)"])
-                    }
+                batch.connections[key] = connections
+            }
+            if connections.isEmpty {
+                logger.debug("webhook for an unknown user", metadata: ["vendor": "\(vendor.id)"])
+            }
+            for c in connections {
+                batch.touched[c.id] = max(batch.touched[c.id] ?? 0, entry.receivedAt)
+                switch n.action {
+                case .fetch(let task):
+                    if c.status == .active { batch.jobs.append(jobSpec(task, connection: c, due: Self.nowMillis)) }
+                case .deauthorized:
+                    guard c.status == .active else { continue }
+                    let reason = "deauthorized at the vendor"
+                    batch.events.append(
+                        DataEvent(kind: .revoked, subject: c.subject, vendor: c.vendor, at: received, reason: reason))
+                    batch.events.append(
+                        DataEvent(kind: .tombstone, subject: c.subject, vendor: c.vendor, at: received, reason: reason))
+                    batch.deactivate.append((c.id, .revoked, reason))
+                    batch.revoked.append((vendor.id, c.id))
+                case .deleted(let recordID):
+                    batch.events.append(
+                        DataEvent(
+                            kind: .tombstone, subject: c.subject, vendor: c.vendor, recordID: recordID, at: received,
+                            reason: "deleted at the vendor"))
+                case .ignore(let why):
+                    logger.debug("webhook ignored", metadata: ["vendor": "\(vendor.id)", "why": "\(why)"])
                 }
             }
-            try await accounts.completeInbox(id: entry.id, jobs: jobs, now: Self.nowMillis)
-            if !jobs.isEmpty { jobBell.ring() }
-        } catch {
-            let retry = Self.nowMillis + min(600_000, 5_000 * Int64(1 << min(entry.attempts, 7)))
-            try? await accounts.failInbox(id: entry.id, reason: "\(error)", retryAt: retry)
         }
+        batch.done.append(entry.id)
     }
 
     // MARK: jobs

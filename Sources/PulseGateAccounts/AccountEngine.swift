@@ -382,37 +382,45 @@ public final class AccountEngine: Sendable {
     }
 }
 
-/// The engine's counters, by vendor and outcome.
-struct EngineMetrics: Sendable {
+/// The engine's counters, by vendor and outcome. Counters are made once per label set and kept:
+/// making one asks the metrics backend to look it up under a lock, too slow for the webhook path.
+final class EngineMetrics: Sendable {
     let factory: any MetricsFactory
+    private let counters = Mutex([String: Counter]())
+
+    init(factory: any MetricsFactory) {
+        self.factory = factory
+    }
+
+    private func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
+        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{1F}")
+        return counters.withLock { c in
+            if let existing = c[key] { return existing }
+            let made = Counter(label: label, dimensions: dimensions, factory: factory)
+            c[key] = made
+            return made
+        }
+    }
 
     func links(_ vendor: String, _ outcome: String) -> Counter {
-        Counter(
-            label: "pulsegate_links_total", dimensions: [("vendor", vendor), ("outcome", outcome)], factory: factory)
+        counter("pulsegate_links_total", [("vendor", vendor), ("outcome", outcome)])
     }
     func webhooks(_ vendor: String, _ outcome: String) -> Counter {
-        Counter(
-            label: "pulsegate_webhooks_total", dimensions: [("vendor", vendor), ("outcome", outcome)], factory: factory)
+        counter("pulsegate_webhooks_total", [("vendor", vendor), ("outcome", outcome)])
     }
     func refreshes(_ vendor: String, _ outcome: String) -> Counter {
-        Counter(
-            label: "pulsegate_token_refreshes_total", dimensions: [("vendor", vendor), ("outcome", outcome)],
-            factory: factory)
+        counter("pulsegate_token_refreshes_total", [("vendor", vendor), ("outcome", outcome)])
     }
     func jobs(_ vendor: String, _ outcome: String) -> Counter {
-        Counter(
-            label: "pulsegate_vendor_jobs_total", dimensions: [("vendor", vendor), ("outcome", outcome)],
-            factory: factory)
+        counter("pulsegate_vendor_jobs_total", [("vendor", vendor), ("outcome", outcome)])
     }
     func samples(_ vendor: String) -> Counter {
-        Counter(label: "pulsegate_vendor_samples_total", dimensions: [("vendor", vendor)], factory: factory)
+        counter("pulsegate_vendor_samples_total", [("vendor", vendor)])
     }
     func events(_ kind: String) -> Counter {
-        Counter(label: "pulsegate_events_total", dimensions: [("event", kind)], factory: factory)
+        counter("pulsegate_events_total", [("event", kind)])
     }
     func revocations(_ vendor: String, _ outcome: String) -> Counter {
-        Counter(
-            label: "pulsegate_revocations_total", dimensions: [("vendor", vendor), ("outcome", outcome)],
-            factory: factory)
+        counter("pulsegate_revocations_total", [("vendor", vendor), ("outcome", outcome)])
     }
 }

@@ -30,7 +30,12 @@ public struct AccountWorkers: Service {
                     await Self.loop(every: .seconds(1)) { await engine.refreshDue() > 0 }
                 }
                 group.addTask {
-                    await Self.loop(every: .seconds(2), bell: engine.inboxBell) { await engine.processInbox() > 0 }
+                    // A full batch goes on at once; otherwise wait for the bell and then a moment more, so a
+                    // burst of webhooks is processed in a few large transactions instead of many small
+                    // ones that would compete with intake for the store's single writer.
+                    await Self.loop(every: .seconds(2), bell: engine.inboxBell, settle: .milliseconds(50)) {
+                        await engine.processInbox(limit: 500) == 500
+                    }
                 }
                 group.addTask {
                     await Self.loop(every: .seconds(2), bell: engine.jobBell) { await engine.runJobs() > 0 }
@@ -54,14 +59,17 @@ public struct AccountWorkers: Service {
         }
     }
 
-    /// Runs `work` until cancelled; again at once while it reports it did something, else after
-    /// `interval` or when `bell` rings.
-    static func loop(every interval: Duration, bell: Doorbell? = nil, _ work: @Sendable () async -> Bool) async {
+    /// Runs `work` until cancelled; again at once while it reports more is waiting, else after
+    /// `interval` or when `bell` rings (plus `settle`, to let more arrive).
+    static func loop(
+        every interval: Duration, bell: Doorbell? = nil, settle: Duration? = nil, _ work: @Sendable () async -> Bool
+    ) async {
         while !Task.isCancelled {
             let generation = bell?.generation ?? 0
             if await work() { continue }
             if let bell {
                 await bell.wait(since: generation, timeout: interval)
+                if let settle { try? await Task.sleep(for: settle) }
             } else {
                 try? await Task.sleep(for: interval)
             }

@@ -4,6 +4,7 @@ import PulseGateCore
 import PulseGateOAuth
 import PulseGateStore
 import PulseGateVendorKit
+import Synchronization
 
 /// One configured vendor: its adapter with this deployment's settings, OAuth client and context.
 public final class VendorRuntime: Sendable {
@@ -24,10 +25,21 @@ public final class VendorRuntime: Sendable {
 }
 
 /// Vendor state in the store: plain values as JSON, secrets sealed with the token key.
-public struct StoredVendorState: VendorStateStore {
+///
+/// Reads are cached for a few seconds: webhook verification reads the signing key on every request,
+/// and a store read plus an AES-GCM open per notification would cost more than the rest of intake.
+/// A value written here is seen at once; one written by another replica within `cacheLifetime`.
+public final class StoredVendorState: VendorStateStore {
     let vendor: String
     let accounts: AccountStore
     let cipher: TokenCipher
+    let cacheLifetime: Int64 = 10_000
+
+    private enum Cached {
+        case value(JSONValue?)
+        case secret(Secret?)
+    }
+    private let cache = Mutex([String: (Cached, until: Int64)]())
 
     public init(vendor: String, accounts: AccountStore, cipher: TokenCipher) {
         self.vendor = vendor
@@ -35,10 +47,25 @@ public struct StoredVendorState: VendorStateStore {
         self.cipher = cipher
     }
 
+    private func cached(_ key: String) -> Cached? {
+        let now = Timestamp.now.millisecondsSinceEpoch
+        return cache.withLock { c in
+            guard let (value, until) = c[key], until > now else { return nil }
+            return value
+        }
+    }
+
+    private func remember(_ key: String, _ value: Cached) {
+        let until = Timestamp.now.millisecondsSinceEpoch + cacheLifetime
+        cache.withLock { $0[key] = (value, until) }
+    }
+
     public func value(_ key: String) async throws(VendorError) -> JSONValue? {
+        if case .value(let v) = cached("v:\(key)") { return v }
         do {
-            guard let bytes = try await accounts.vendorState(vendor: vendor, key: key) else { return nil }
-            return try? JSONValue.parse(bytes)
+            let value = try await accounts.vendorState(vendor: vendor, key: key).flatMap { try? JSONValue.parse($0) }
+            remember("v:\(key)", .value(value))
+            return value
         } catch {
             throw .unavailable("vendor state: \(error)", retryAfter: nil)
         }
@@ -48,19 +75,28 @@ public struct StoredVendorState: VendorStateStore {
         do {
             try await accounts.setVendorState(
                 vendor: vendor, key: key, value: value?.bytes, now: Timestamp.now.millisecondsSinceEpoch)
+            remember("v:\(key)", .value(value))
         } catch {
             throw .unavailable("vendor state: \(error)", retryAfter: nil)
         }
     }
 
     public func secret(_ key: String) async throws(VendorError) -> Secret? {
+        if case .secret(let s) = cached("s:\(key)") { return s }
+        let sealed: [UInt8]?
         do {
-            guard let sealed = try await accounts.vendorState(vendor: vendor, key: "secret:\(key)") else { return nil }
-            return try cipher.open(sealed, context: "vendor-state:\(vendor):\(key)")
-        } catch let error as TokenCipher.CipherError {
-            throw .unavailable("vendor secret \(key): \(error)", retryAfter: nil)
+            sealed = try await accounts.vendorState(vendor: vendor, key: "secret:\(key)")
         } catch {
             throw .unavailable("vendor state: \(error)", retryAfter: nil)
+        }
+        do throws(TokenCipher.CipherError) {
+            let secret = try sealed.map { s throws(TokenCipher.CipherError) in
+                try cipher.open(s, context: "vendor-state:\(vendor):\(key)")
+            }
+            remember("s:\(key)", .secret(secret))
+            return secret
+        } catch {
+            throw .unavailable("vendor secret \(key): \(error)", retryAfter: nil)
         }
     }
 
@@ -70,6 +106,7 @@ public struct StoredVendorState: VendorStateStore {
                 vendor: vendor, key: "secret:\(key)",
                 value: value.map { cipher.seal($0, context: "vendor-state:\(vendor):\(key)") },
                 now: Timestamp.now.millisecondsSinceEpoch)
+            remember("s:\(key)", .secret(value))
         } catch {
             throw .unavailable("vendor state: \(error)", retryAfter: nil)
         }

@@ -41,7 +41,7 @@ public struct DataEvent: Sendable, Equatable {
         var source: [String: JSONValue] = ["kind": .string("cloud"), "vendor": .string(vendor)]
         if let recordID { source["record_id"] = .string(recordID) }
         var object: [String: JSONValue] = [
-            "event": .string(kind.rawValue), "id": .string(id.description), "subject": .string(subject),
+            "v": .int(1), "event": .string(kind.rawValue), "id": .string(id.description), "subject": .string(subject),
             "source": .object(source), "at": .string(at.description),
         ]
         if let reason { object["reason"] = .string(reason) }

@@ -229,4 +229,55 @@ struct JSONScanner {
         } while consume(UInt8(ascii: ","))
         try expect(UInt8(ascii: "}"))
     }
+
+    /// Reads any value into a ``JSONValue`` (for vendor payloads). Integers without a fraction or
+    /// exponent that fit in 64 bits stay exact; a repeated key keeps its last value, as most parsers do
+    /// (vendors' JSON is theirs to define).
+    mutating func readValue(depth: Int = 0) throws(Failure) -> JSONValue {
+        guard depth < 64 else { throw fail("JSON nested too deeply") }
+        switch try nextKind() {
+        case .string:
+            return .string(try readString())
+        case .number:
+            skipWhitespace()
+            let start = index
+            let value = try readNumber()
+            let text = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
+            if !text.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }),
+                let exact = Int64(String(decoding: text, as: UTF8.self))
+            {
+                return .int(exact)
+            }
+            return .double(value)
+        case .bool, .null:
+            for (word, value) in [("true", JSONValue.bool(true)), ("false", .bool(false)), ("null", .null)] {
+                let w = Array(word.utf8)
+                if index + w.count <= bytes.count, zip(bytes[index..<(index + w.count)], w).allSatisfy({ $0 == $1 }) {
+                    index += w.count
+                    return value
+                }
+            }
+            throw fail("invalid JSON literal")
+        case .array:
+            index += 1
+            var items = [JSONValue]()
+            if consume(UInt8(ascii: "]")) { return .array(items) }
+            repeat { items.append(try readValue(depth: depth + 1)) } while consume(UInt8(ascii: ","))
+            try expect(UInt8(ascii: "]"))
+            return .array(items)
+        case .object:
+            index += 1
+            var members = [String: JSONValue]()
+            if consume(UInt8(ascii: "}")) { return .object(members) }
+            repeat {
+                skipWhitespace()
+                guard peek == UInt8(ascii: "\"") else { throw fail("expected a field name") }
+                let key = try readString()
+                try expect(UInt8(ascii: ":"))
+                members[key] = try readValue(depth: depth + 1)
+            } while consume(UInt8(ascii: ","))
+            try expect(UInt8(ascii: "}"))
+            return .object(members)
+        }
+    }
 }

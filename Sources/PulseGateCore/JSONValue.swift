@@ -14,12 +14,26 @@ public enum JSONValue: Sendable, Hashable, Codable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    /// Parses `bytes` as one JSON document.
+    /// Parses `bytes` as one JSON document (strict RFC 8259, through the intake's scanner).
     public static func parse(_ bytes: some Collection<UInt8>) throws(Missing) -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch {
-            throw Missing(path: "$", reason: "not valid JSON (\(Self.describe(error)))")
+        let array = Array(bytes)
+        let result = array.withUnsafeBytes { raw -> Result<JSONValue, JSONScanner.Failure> in
+            var scanner = JSONScanner(raw)
+            do throws(JSONScanner.Failure) {
+                let value = try scanner.readValue()
+                scanner.skipWhitespace()
+                guard scanner.atEnd else { throw scanner.fail("unexpected data after the JSON value") }
+                return .success(value)
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(let failure):
+            throw Missing(
+                path: "$", reason: "not valid JSON (\(failure.message)\(failure.offset.map { " at byte \($0)" } ?? ""))"
+            )
         }
     }
 
@@ -136,12 +150,5 @@ public enum JSONValue: Sendable, Hashable, Codable {
             self.reason = reason
         }
         public var description: String { "\(path): \(reason)" }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            return context.underlyingError.map { "\($0.localizedDescription)" } ?? context.debugDescription
-        }
-        return "\(error)"
     }
 }

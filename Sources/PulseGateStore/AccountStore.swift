@@ -402,16 +402,20 @@ public final class AccountStore: Sendable {
     {
         precondition(status != .active)
         try await write("deactivating a connection") { db in
-            try db.execute(
-                sql: """
-                    UPDATE connection SET status = ?, status_reason = ?, access_token = NULL, refresh_token = NULL,
-                        refresh_due_at = NULL, refresh_lease_until = NULL, refresh_in_flight_since = NULL,
-                        token_generation = token_generation + 1, updated_at = ?
-                    WHERE id = ?
-                    """,
-                arguments: [status.rawValue, reason, now, id])
-            try db.execute(sql: "DELETE FROM job WHERE connection_id = ? AND kind != 'revoke'", arguments: [id])
+            try Self.deactivate(db, id: id, status: status.rawValue, reason: reason, now: now)
         }
+    }
+
+    static func deactivate(_ db: Database, id: String, status: String, reason: String, now: Int64) throws {
+        try db.execute(
+            sql: """
+                UPDATE connection SET status = ?, status_reason = ?, access_token = NULL, refresh_token = NULL,
+                    refresh_due_at = NULL, refresh_lease_until = NULL, refresh_in_flight_since = NULL,
+                    token_generation = token_generation + 1, updated_at = ?
+                WHERE id = ?
+                """,
+            arguments: [status, reason, now, id])
+        try db.execute(sql: "DELETE FROM job WHERE connection_id = ? AND kind != 'revoke'", arguments: [id])
     }
 
     /// Deletes a connection with its jobs and raw payloads (unlink).
@@ -501,13 +505,28 @@ public final class AccountStore: Sendable {
         }
     }
 
-    /// Marks a notification processed and creates the jobs it announced, in one transaction: a crash
-    /// leaves either both or neither.
-    public func completeInbox(id: Int64, jobs: [JobSpec], now: Int64) async throws(StoreError) {
-        try await write("completing a webhook notification") { db in
+    /// Marks notifications processed, with everything they caused, in one transaction: the jobs they
+    /// announced, the connections they touched (last webhook time) and the connections a
+    /// deauthorization ended. A crash leaves either all of it or none (the notifications are then
+    /// claimed again when their lease ends).
+    public func completeInbox(
+        ids: [Int64], jobs: [JobSpec], touched: [String: Int64],
+        deactivate: [(id: String, status: ConnectionRecord.Status, reason: String)], now: Int64
+    ) async throws(StoreError) {
+        let deactivate = deactivate.map { ($0.id, $0.status.rawValue, $0.reason) }
+        try await write("completing webhook notifications") { db in
             try Self.insertJobs(db, jobs, now: now)
-            try db.execute(
-                sql: "UPDATE webhook_inbox SET done = 1, body = X'', last_error = NULL WHERE id = ?", arguments: [id])
+            for (id, at) in touched {
+                try db.execute(
+                    sql: "UPDATE connection SET last_webhook_at = MAX(COALESCE(last_webhook_at, 0), ?) WHERE id = ?",
+                    arguments: [at, id])
+            }
+            for (id, status, reason) in deactivate {
+                try Self.deactivate(db, id: id, status: status, reason: reason, now: now)
+            }
+            let done = try db.cachedStatement(
+                sql: "UPDATE webhook_inbox SET done = 1, body = X'', last_error = NULL WHERE id = ?")
+            for id in ids { try done.execute(arguments: [id]) }
         }
     }
 

@@ -78,9 +78,21 @@ public struct PolarAdapter: VendorAdapter {
     /// Polar pings the URL while the webhook is being created, before the signing key exists, and
     /// creates the webhook only if the ping is answered 200.
     public func handshake(_ request: WebhookRequest, context: VendorContext) async -> WebhookAnswer? {
-        guard request.method == "POST", let json = try? JSONValue.parse(request.body), json["event"]?.string == "PING"
+        // Only a body that mentions PING can be one; the rest skip the parse (this runs per request).
+        guard request.method == "POST", request.body.count < 4096,
+            request.body.withUnsafeBufferPointer({ Self.containsPING($0) }),
+            let json = try? JSONValue.parse(request.body), json["event"]?.string == "PING"
         else { return nil }
         return WebhookAnswer(status: 200)
+    }
+
+    static func containsPING(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        let needle = Array("PING".utf8)
+        guard bytes.count >= needle.count else { return false }
+        for i in 0...(bytes.count - needle.count) where bytes[i] == needle[0] {
+            if bytes[i + 1] == needle[1], bytes[i + 2] == needle[2], bytes[i + 3] == needle[3] { return true }
+        }
+        return false
     }
 
     /// `Polar-Webhook-Signature` is hex HMAC-SHA256 of the raw body. The key is the one kept when the
