@@ -129,7 +129,9 @@ extension AccountEngine {
                 case .fetch(let task):
                     if c.status == .active { batch.jobs.append(jobSpec(task, connection: c, due: Self.nowMillis)) }
                 case .deauthorized:
-                    guard c.status == .active else { continue }
+                    // Also after a failed refresh marked it needs_relink: withdrawn consent is the
+                    // stronger fact, and downstream must get the tombstone.
+                    guard c.status != .revoked else { continue }
                     let reason = "deauthorized at the vendor"
                     batch.events.append(
                         DataEvent(kind: .revoked, subject: c.subject, vendor: c.vendor, at: received, reason: reason))
@@ -271,8 +273,9 @@ extension AccountEngine {
                 await retry(job, after: .seconds(300), reason: "\(error)")
             }
         case .grantRevoked(let why):
-            if connection.status == .active {
-                _ = await needsRelink(connection, reason: why, at: .now)
+            // Re-read: a refresh during this job may have ended the connection already.
+            if let current = try? await accounts.connection(id: connection.id), current.status == .active {
+                _ = await needsRelink(current, reason: why, at: .now)
             }
             try? await accounts.completeJob(id: job.id, followUps: [], now: Self.nowMillis)
         case .rejected, .malformed, .forbiddenURL:

@@ -442,8 +442,8 @@ public struct DaemonConfiguration: Sendable {
         }
         if let a = file.accounts {
             if let ttl = a.stateTTLSeconds {
-                guard (60...86_400).contains(ttl) else {
-                    throw ConfigError(key: "accounts.state_ttl_seconds", "must be 60...86400")
+                guard (1...86_400).contains(ttl) else {
+                    throw ConfigError(key: "accounts.state_ttl_seconds", "must be 1...86400")
                 }
                 c.accounts.stateLifetime = .seconds(ttl)
             }

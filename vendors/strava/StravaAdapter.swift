@@ -121,6 +121,16 @@ public struct StravaAdapter: VendorAdapter {
         return .authentic
     }
 
+    /// An activity is created or deleted once: a create or delete of the same object is the same event
+    /// whenever it comes (Strava's retries, or a re-send with a new `event_time`), so it is absorbed
+    /// instead of fetched again. Updates keep the whole body as their identity.
+    public func dedupeKey(_ request: WebhookRequest) -> String {
+        guard let json = try? JSONValue.parse(request.body), let type = json["object_type"]?.string,
+            let id = json["object_id"]?.idString, let aspect = json["aspect_type"]?.string, aspect != "update"
+        else { return request.bodyDigest }
+        return "\(type):\(id):\(aspect)"
+    }
+
     public func notifications(in body: [UInt8]) throws(VendorError) -> [VendorNotification] {
         do {
             let json = try JSONValue.parse(body)
