@@ -78,7 +78,7 @@ extension AccountEngine {
         let response: InboundResponse
         do {
             response = try await vendor.context.http.send(
-                vendor.oauth.refreshRequest(refreshToken: refreshToken), user: c.id)
+                vendor.oauth.refreshRequest(refreshToken: refreshToken), user: c.id, budgeted: false)
         } catch {
             metrics.refreshes(vendor.id, "transient").increment()
             if case .rateLimited(_, let wait) = error {

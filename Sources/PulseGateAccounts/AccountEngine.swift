@@ -194,7 +194,7 @@ public final class AccountEngine: Sendable {
         let grant: TokenGrant
         do {
             let response = try await vendor.context.http.send(
-                vendor.oauth.codeExchangeRequest(code: code, pkce: pkce), user: nil)
+                vendor.oauth.codeExchangeRequest(code: code, pkce: pkce), user: nil, budgeted: false)
             grant = try vendor.adapter.readTokenResponse(
                 response, client: vendor.oauth, now: now, previousRefreshToken: nil)
         } catch let error as OAuthError {

@@ -123,10 +123,16 @@ public final class VendorHTTP: Sendable {
     static func nowMillis() -> Int64 { Timestamp.now.millisecondsSinceEpoch }
 
     /// Sends `request` on behalf of `user` (a connection id; `nil` for app-level calls).
-    public func send(_ request: OutboundRequest, user: String?) async throws(VendorError) -> InboundResponse {
+    ///
+    /// - Parameter budgeted: whether the call spends from the vendor's API request budgets. Token
+    ///   endpoint calls do not: vendors count API calls, and a refresh starved by a data backlog could
+    ///   let tokens expire. They still respect a vendor's 429 pause and the circuit breaker.
+    public func send(_ request: OutboundRequest, user: String?, budgeted: Bool = true) async throws(VendorError)
+        -> InboundResponse
+    {
         var attempt = 0
         while true {
-            try await admit(user: user)
+            try await admit(user: budgeted ? user : nil, budgeted: budgeted)
             let started = ContinuousClock.now
             requests.increment()
             let response: InboundResponse
@@ -181,7 +187,7 @@ public final class VendorHTTP: Sendable {
     }
 
     /// Waits for the circuit and the budgets; throws when the wait would be too long.
-    private func admit(user: String?) async throws(VendorError) {
+    private func admit(user: String?, budgeted: Bool) async throws(VendorError) {
         while true {
             let now = Self.nowMillis()
             let verdict = state.withLock { s -> (wait: Int64, open: Bool) in
@@ -192,6 +198,8 @@ public final class VendorHTTP: Sendable {
                     s.probing = true
                 }
                 if s.pausedUntil > now { return (s.pausedUntil - now, false) }
+                guard budgeted else { return (0, false) }
+                if s.userWindows.count > 4096 { Self.prune(&s.userWindows, rules: rules, now: now) }
                 // Check every budget first, then spend from all of them: a call refused by one budget
                 // must not use up the others.
                 var wait: Int64 = 0
@@ -220,6 +228,13 @@ public final class VendorHTTP: Sendable {
                 throw .rateLimited("\(vendor) request budget spent", retryAfter: .milliseconds(verdict.wait))
             }
             try? await Task.sleep(for: .milliseconds(verdict.wait))
+        }
+    }
+
+    /// Drops per-user windows that have ended, so memory follows active users, not all users ever seen.
+    private static func prune(_ windows: inout [String: [Int: Window]], rules: [RateLimitRule], now: Int64) {
+        windows = windows.filter { _, byRule in
+            byRule.contains { i, w in w.start + Int64(rules[i].seconds) * 1000 > now }
         }
     }
 

@@ -2,7 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import PulseGateDaemon
+import PulseGateAccounts
+import PulseGateCore
 import PulseGateDelivery
+import PulseGateOAuth
 import PulseGateStore
 
 /// `pulsegate doctor`: one verdict per line for everything the daemon needs, and exit 1 if any failed.
@@ -47,6 +50,16 @@ struct Doctor: AsyncParsableCommand {
             } else {
                 verdict(true, "sink \(pump.sink.id) (\(pump.sink.kind))", "reachable, \(pump.lag) samples behind")
             }
+        }
+        verdict(true, "token key", "\(config.tokenKeyFile) (key id \(daemon.engine.cipher.current.id.hexString))")
+        let counts = (try? await daemon.accounts.connectionCounts()) ?? [:]
+        for vendor in config.vendors {
+            let byStatus = counts[vendor.id] ?? [:]
+            let summary = byStatus.isEmpty ? "no connections" : byStatus.sorted { $0.key < $1.key }.map { "\($1) \($0)" }.joined(separator: ", ")
+            let relink = byStatus["needs_relink"] ?? 0
+            verdict(
+                true, "vendor \(vendor.id)",
+                "\(summary)\(relink > 0 ? " (people must link again)" : ""); webhooks at \(config.publicURL)/v1/webhooks/\(vendor.id)")
         }
         await daemon.close()
         if failures > 0 { throw ExitCode(1) }

@@ -185,6 +185,10 @@ public struct FitbitAdapter: VendorAdapter {
         guard let lower, var upper else { return [] }
         // Sleep is listed by end time, and a session's end is the interval's (exclusive) end itself.
         if type == .sleep { upper = upper.adding(milliseconds: 60_000) }
+        // Nothing documents whether the announced end is exclusive; a range of readings is naturally
+        // announced as first … last reading, so a reading at exactly `endTime` is listed too (one second
+        // more costs nothing: a point fetched twice keeps its sample id).
+        if type.isInstant { upper = upper.adding(milliseconds: 1000) }
         upper = min(upper, lower.adding(milliseconds: 92 * dayMilliseconds))
         if type.isDaily {
             return dailyTasks(
@@ -404,6 +408,9 @@ public enum FitbitDataType: String, CaseIterable, Sendable {
     }
 
     var isDaily: Bool { self == .dailyRestingHeartRate }
+
+    /// Point-in-time readings (listed by `sample_time.physical_time`).
+    var isInstant: Bool { timeField == "sample_time.physical_time" }
 
     /// Google serves at most 25 sleep sessions a page and up to 10,000 other points.
     var pageSize: Int { self == .sleep ? 25 : 10_000 }

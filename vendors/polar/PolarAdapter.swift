@@ -216,7 +216,9 @@ public struct PolarAdapter: VendorAdapter {
             }
             let (exercise, body) = try await context.getJSON(url, connection: connection)
             var cursor: JSONValue?
-            if let offset = exercise["start_time_utc_offset"]?.int, let start = exercise["start_time"]?.string {
+            if let offset = PolarMapping.field(exercise, "start_time_utc_offset")?.int,
+                let start = PolarMapping.field(exercise, "start_time")?.string
+            {
                 cursor = Self.learnOffset(offset, on: String(start.prefix(10)), cursor: connection.cursor)
             }
             return FetchOutcome(records: [RawRecord(key: "exercise:\(id)", body: body)], cursor: cursor)
@@ -253,8 +255,8 @@ public struct PolarAdapter: VendorAdapter {
         var newest: (date: String, offset: Int64)?
         for exercise in exercises {
             guard let id = exercise["id"]?.idString, Self.isPathSafe(id) else { continue }
-            let offset = exercise["start_time_utc_offset"]?.int
-            if let text = exercise["start_time"]?.string,
+            let offset = PolarMapping.field(exercise, "start_time_utc_offset")?.int
+            if let text = PolarMapping.field(exercise, "start_time")?.string,
                 let start = PolarTime.instant(local: text, utcOffsetMinutes: offset ?? 0)
             {
                 if let after, start.millisecondsSinceEpoch < after { continue }

@@ -29,10 +29,10 @@ enum PolarMapping {
         throws(VendorError) -> [Sample]
     {
         let id = json["id"]?.idString ?? String(key.dropFirst("exercise:".count))
-        guard let startText = json["start_time"]?.string else {
+        guard let startText = field(json, "start_time")?.string else {
             throw .malformed("exercise \(id): no start_time")
         }
-        let offset = json["start_time_utc_offset"]?.int
+        let offset = field(json, "start_time_utc_offset")?.int
         guard offset != nil || PolarTime.hasZone(startText) else {
             // A wall-clock time without its offset could be off by up to 14 hours: refuse, never guess.
             throw .malformed("exercise \(id): start_time without start_time_utc_offset")
@@ -41,14 +41,14 @@ enum PolarMapping {
             throw .malformed("exercise \(id): start_time '\(startText.prefix(40))' is not a date-time")
         }
         let model = json["device"]?.string.flatMap { $0.isEmpty ? nil : $0 }
-        let deviceID = json["device_id"]?.string.flatMap { $0.isEmpty ? nil : $0 }
+        let deviceID = field(json, "device_id")?.string.flatMap { $0.isEmpty ? nil : $0 }
         let device = model == nil && deviceID == nil ? nil : SourceRef.Device(model: model, serial: deviceID)
         var batch = SampleBatch(subject: subject, vendor: vendor, recordID: id, device: device, now: now)
         for series in json["samples"]?.array ?? [] {
-            guard let code = series["sample-type"].flatMap(sampleTypeCode), let type = SampleType(rawValue: code)
+            guard let code = field(series, "sample_type").flatMap(sampleTypeCode), let type = SampleType(rawValue: code)
             else { continue }
             let values = splitValues(series["data"]?.string ?? "")
-            let rate = series["recording-rate"]?.int ?? 0
+            let rate = field(series, "recording_rate")?.int ?? 0
             if type == .rrInterval {
                 addRRIntervals(values, from: start, to: &batch)
                 continue
@@ -84,6 +84,14 @@ enum PolarMapping {
             }
         }
         return batch.samples
+    }
+
+    /// A field of an exercise or of its sample series. AccessLink's OpenAPI specification (and clients
+    /// tested against the live service) spell these keys with hyphens (`start-time`,
+    /// `start-time-utc-offset`, `device-id`, `sample-type`), while the newer examples in Polar's
+    /// documentation use underscores (`start_time`); both are read, the underscore form first.
+    static func field(_ json: JSONValue, _ name: String) -> JSONValue? {
+        json[name] ?? json[name.replacingOccurrences(of: "_", with: "-")]
     }
 
     /// RR intervals have no recording rate: each beat is where the intervals before it add up to. A
