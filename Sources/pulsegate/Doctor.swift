@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
-import PulseGateDaemon
 import PulseGateAccounts
 import PulseGateCore
+import PulseGateDaemon
 import PulseGateDelivery
 import PulseGateOAuth
 import PulseGateStore
@@ -55,11 +55,14 @@ struct Doctor: AsyncParsableCommand {
         let counts = (try? await daemon.accounts.connectionCounts()) ?? [:]
         for vendor in config.vendors {
             let byStatus = counts[vendor.id] ?? [:]
-            let summary = byStatus.isEmpty ? "no connections" : byStatus.sorted { $0.key < $1.key }.map { "\($1) \($0)" }.joined(separator: ", ")
+            let summary =
+                byStatus.isEmpty
+                ? "no connections" : byStatus.sorted { $0.key < $1.key }.map { "\($1) \($0)" }.joined(separator: ", ")
             let relink = byStatus["needs_relink"] ?? 0
             verdict(
                 true, "vendor \(vendor.id)",
-                "\(summary)\(relink > 0 ? " (people must link again)" : ""); webhooks at \(config.publicURL)/v1/webhooks/\(vendor.id)")
+                "\(summary)\(relink > 0 ? " (people must link again)" : ""); webhooks at \(config.publicURL)/v1/webhooks/\(vendor.id)"
+            )
         }
         await daemon.close()
         if failures > 0 { throw ExitCode(1) }

@@ -265,9 +265,10 @@ import Testing
         #expect(
             actions[0]
                 == .fetch(FitbitAdapter.listTask(.heartRate, from: "2026-11-19T23:50:00Z", to: "2026-11-20T00:00:00Z")))
+        // A reading at exactly the announced end is listed too.
         #expect(
             actions[1]
-                == .fetch(FitbitAdapter.listTask(.heartRate, from: "2026-11-20T00:00:00Z", to: "2026-11-20T00:10:00Z")))
+                == .fetch(FitbitAdapter.listTask(.heartRate, from: "2026-11-20T00:00:00Z", to: "2026-11-20T00:10:01Z")))
         guard case .ignore = actions[2], case .ignore = actions[3] else {
             Issue.record("DELETE and unmapped types must be ignored: \(actions)"); return
         }
@@ -287,7 +288,7 @@ import Testing
         #expect(
             weight == [
                 .fetch(FitbitAdapter.listTask(.weight, from: "2026-11-19T17:29:00Z", to: "2026-11-20T00:00:00Z")),
-                .fetch(FitbitAdapter.listTask(.weight, from: "2026-11-20T00:00:00Z", to: "2026-11-20T19:34:00Z")),
+                .fetch(FitbitAdapter.listTask(.weight, from: "2026-11-20T00:00:00Z", to: "2026-11-20T19:34:01Z")),
             ])
         // No notification ever announces oxygen-saturation: a night's sleep brings its SpO2 along.
         let sleep = #"""
@@ -300,7 +301,7 @@ import Testing
                 .fetch(
                     FitbitAdapter.listTask(.oxygenSaturation, from: "2026-11-19T22:40:00Z", to: "2026-11-20T00:00:00Z")),
                 .fetch(
-                    FitbitAdapter.listTask(.oxygenSaturation, from: "2026-11-20T00:00:00Z", to: "2026-11-20T06:10:00Z")),
+                    FitbitAdapter.listTask(.oxygenSaturation, from: "2026-11-20T00:00:00Z", to: "2026-11-20T06:10:01Z")),
             ])
         // A daily summary: the dates around the instant, in the user's zone whatever it is.
         let daily = #"""

@@ -281,6 +281,31 @@ import Testing
         }
     }
 
+    @Test func exerciseKeysSpelledWithHyphensAreRead() async throws {
+        // AccessLink's OpenAPI specification spells exercise keys with hyphens (`start-time`,
+        // `start-time-utc-offset`, `device-id`); Polar's newer examples use underscores. Both are read,
+        // in the exercise and in its sample series.
+        let hyphenated = #"""
+            {"id":"h1","device":"Polar Vantage V2","device-id":"2222BBBB","start-time":"2026-11-20T08:00:00",
+             "start-time-utc-offset":60,"samples":[{"recording_rate":2,"sample_type":"0","data":"100,101"},
+             {"recording-rate":2,"sample-type":"1","data":"36.0,18.0"}]}
+            """#
+        let transport = ScriptedTransport { _ in .json(200, hyphenated) }
+        let outcome = try await adapter.fetch(
+            PolarAdapter.exerciseTask("h1"), connection: connection(),
+            context: makeContext(adapter, transport: transport))
+        #expect(outcome.cursor?["utc_offset_minutes"] == .int(60))
+        let samples = try adapter.map(outcome.records[0], connection: connection(), now: now)
+        let heartRate = samples.filter { $0.metric == .heartRate }
+        #expect(heartRate.map(\.value.number) == [100, 101])
+        #expect(
+            heartRate.map(\.start) == [
+                Timestamp(rfc3339: "2026-11-20T07:00:00Z")!, Timestamp(rfc3339: "2026-11-20T07:00:02Z")!,
+            ])
+        #expect(samples.filter { $0.metric == .speed }.compactMap(\.value.number) == [10, 5])
+        #expect(samples.first?.source.device == SourceRef.Device(model: "Polar Vantage V2", serial: "2222BBBB"))
+    }
+
     @Test func payloadURLOutsideTheAllowedHostsIsRefused() async throws {
         let transport = ScriptedTransport { _ in .json(200, Self.exercise) }
         let context = makeContext(adapter, transport: transport)

@@ -149,3 +149,15 @@ def metric_value(daemon: pgtest.Daemon, name: str, **labels) -> float:
 
 def callback_query(response: requests.Response) -> dict:
     return {k: v[0] for k, v in parse_qs(urlparse(response.headers.get("Location", "")).query).items()}
+
+
+def store_bytes(daemon: pgtest.Daemon) -> bytes:
+    """The raw bytes of the store (database, WAL and shared-memory files): what a disk thief reads."""
+    return b"".join(p.read_bytes() for p in sorted(daemon.state_dir.glob("pulsegate.sqlite*")))
+
+
+def webhooks_rejected(daemon: pgtest.Daemon, vendor: str) -> float:
+    """pulsegate_webhooks_total{vendor=…, outcome=~"rejected_.*"}, summed over the rejection labels."""
+    return sum(v for n, l, v in daemon.metrics()
+               if n == "pulsegate_webhooks_total" and l.get("vendor") == vendor
+               and l.get("outcome", "").startswith("rejected_"))
