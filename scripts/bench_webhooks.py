@@ -81,7 +81,7 @@ def main():
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk (make bench installs it)")
 
-    work = tempfile.mkdtemp(prefix="pulsegate-bench-webhooks-")
+    work = tempfile.mkdtemp(prefix="pulsegate-bench-webhooks-", dir=os.environ.get("BENCH_DIR"))
     port = free_port()
     requests_file = os.path.join(work, "requests.tsv")
     with open(requests_file, "w") as f:

@@ -293,6 +293,28 @@ public final class AccountEngine: Sendable {
         for e in events { metrics.events(e.kind.rawValue).increment() }
     }
 
+    /// Sets the gauges read from the store: connections by vendor and status, the webhook backlog,
+    /// waiting jobs. Called at scrape time, so they are never stale and cost nothing between scrapes.
+    public func recordGauges() async {
+        let factory = metrics.factory
+        if let counts = try? await accounts.connectionCounts() {
+            for vendor in vendors.keys {
+                for status in ConnectionRecord.Status.allCases {
+                    Gauge(
+                        label: "pulsegate_connections", dimensions: [("vendor", vendor), ("status", status.rawValue)],
+                        factory: factory
+                    ).record(counts[vendor]?[status.rawValue] ?? 0)
+                }
+            }
+        }
+        if let backlog = try? await accounts.inboxBacklog() {
+            Gauge(label: "pulsegate_webhook_inbox_backlog", factory: factory).record(backlog)
+        }
+        if let jobs = try? await accounts.jobCount() {
+            Gauge(label: "pulsegate_vendor_jobs_waiting", factory: factory).record(jobs)
+        }
+    }
+
     // MARK: connections
 
     public func connections(subject: String) async throws(AccountError) -> [ConnectionRecord] {

@@ -175,7 +175,11 @@ public final class Daemon: Sendable {
     public func makeApplication() -> some ApplicationProtocol {
         let router = Router()
         let keyring = APIKeyring(keys: configuration.apiKeys)
-        HealthController(store: store, outbox: outbox, pumps: pumps, telemetry: telemetry).register(on: router)
+        let engine = self.engine
+        HealthController(
+            store: store, outbox: outbox, pumps: pumps, telemetry: telemetry,
+            beforeScrape: { await engine.recordGauges() }
+        ).register(on: router)
         IntakeController(
             outbox: outbox, keyring: keyring, maxBodyBytes: configuration.maxBodyBytes,
             retryAfterSeconds: configuration.retryAfterSeconds, metricsFactory: telemetry.factory, logger: logger

@@ -12,13 +12,19 @@ public struct HealthController: Sendable {
     let outbox: Outbox
     let pumps: [SinkPump]
     let telemetry: Telemetry
+    /// Refreshes gauges that are read from the store at scrape time (connections, inbox, jobs).
+    let beforeScrape: @Sendable () async -> Void
     private let depthGauge: Metrics.Gauge
 
-    public init(store: SQLiteStore, outbox: Outbox, pumps: [SinkPump], telemetry: Telemetry) {
+    public init(
+        store: SQLiteStore, outbox: Outbox, pumps: [SinkPump], telemetry: Telemetry,
+        beforeScrape: @escaping @Sendable () async -> Void = {}
+    ) {
         self.store = store
         self.outbox = outbox
         self.pumps = pumps
         self.telemetry = telemetry
+        self.beforeScrape = beforeScrape
         depthGauge = Metrics.Gauge(label: "pulsegate_outbox_depth_samples", factory: telemetry.factory)
     }
 
@@ -30,6 +36,7 @@ public struct HealthController: Sendable {
             try await readiness()
         }
         router.get("/metrics") { _, _ in
+            await beforeScrape()
             depthGauge.record(outbox.depth)
             for pump in pumps {
                 Metrics.Gauge(

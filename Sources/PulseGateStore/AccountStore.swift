@@ -77,6 +77,7 @@ public final class AccountStore: Sendable {
                     WHERE status = 'active' AND refresh_due_at IS NOT NULL;
                 CREATE INDEX connection_by_vendor_user ON connection(vendor, vendor_user_id);
                 CREATE INDEX connection_by_subject ON connection(subject);
+                CREATE INDEX connection_by_status ON connection(vendor, status);
 
                 CREATE TABLE oauth_state (
                     state_hash TEXT PRIMARY KEY,
