@@ -25,9 +25,11 @@ struct ConfigFile: Codable {
 
     struct Tokens: Codable {
         var keyFile: String?
+        var keyCredential: String?
         var previousKeyFiles: [String]?
         enum CodingKeys: String, CodingKey {
             case keyFile = "key_file"
+            case keyCredential = "key_credential"
             case previousKeyFiles = "previous_key_files"
         }
     }

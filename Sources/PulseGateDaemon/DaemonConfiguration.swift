@@ -437,6 +437,18 @@ public struct DaemonConfiguration: Sendable {
             c.publicURL = "http://\(c.host):\(c.port)"
         }
         c.tokenKeyConfigured = file.tokens?.keyFile != nil
+        if let credential = file.tokens?.keyCredential {
+            // systemd's LoadCredential=<name>:<path> puts the key at $CREDENTIALS_DIRECTORY/<name>.
+            guard file.tokens?.keyFile == nil else {
+                throw ConfigError(key: "tokens.key_credential", "give key_file or key_credential, not both")
+            }
+            guard let directory = environment["CREDENTIALS_DIRECTORY"] else {
+                throw ConfigError(
+                    key: "tokens.key_credential", "set, but $CREDENTIALS_DIRECTORY is not (LoadCredential= in the unit)")
+            }
+            c.tokenKeyFile = URL(fileURLWithPath: directory).appendingPathComponent(credential).path
+            c.tokenKeyConfigured = true
+        }
         c.previousTokenKeyFiles = (file.tokens?.previousKeyFiles ?? []).map {
             $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: c.stateDirectory).appendingPathComponent($0).path
         }

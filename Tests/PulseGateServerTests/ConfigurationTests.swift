@@ -1,4 +1,5 @@
 import Foundation
+import PulseGateCore
 import PulseGateTestSupport
 import Testing
 
@@ -54,9 +55,52 @@ struct ConfigurationTests {
                 "api_keys[0].scopes[0]"
             ),
             ("outbox: {high_watermark: 0}", "outbox.high_watermark"),
+            ("vendors: {nope: {client_id: x, client_secret: y}}", "vendors.nope"),
+            ("vendors: {strava: {client_secret: y}}", "vendors.strava.client_id"),
+            ("vendors: {strava: {client_id: x}}", "vendors.strava.client_secret"),
+            (
+                "vendors: {strava: {client_id: x, client_secret: y, urls: {tokn: 'http://h/'}}}",
+                "vendors.strava.urls.tokn"
+            ),
+            (
+                "vendors: {strava: {client_id: x, client_secret: y, urls: {token: 'ftp://h/'}}}",
+                "vendors.strava.urls.token"
+            ),
+            (
+                "vendors: {strava: {client_id: x, client_secret: y, backfill_days: 99999}}",
+                "vendors.strava.backfill_days"
+            ),
+            ("vendors: {strava: {client_id: x, client_secret: y, colour: red}}", "vendors.strava.colour"),
+            ("public_url: 'ftp://x'", "public_url"),
+            ("tokens: {key_credential: token-key}", "tokens.key_credential"),
         ])
     func invalid(yaml: String, key: String) {
         #expect(failure(yaml)?.key == key)
+    }
+
+    @Test("vendors: manifest defaults, secrets from files, the token key from a systemd credential")
+    func vendors() throws {
+        let dir = temporaryDirectory()
+        try "s3cret\n".write(toFile: dir + "/strava-secret", atomically: true, encoding: .utf8)
+        let c = try load(
+            """
+            public_url: https://pg.example/
+            tokens: {key_credential: token-key}
+            vendors:
+              strava:
+                client_id: "42"
+                client_secret_file: strava-secret
+                webhook: {verify_token: vt}
+                urls: {api: 'http://127.0.0.1:9/api/v3'}
+            """, env: ["CREDENTIALS_DIRECTORY": dir])
+        #expect(c.publicURL == "https://pg.example")
+        #expect(c.tokenKeyFile == dir + "/token-key" && c.tokenKeyConfigured)
+        let strava = try #require(c.vendors.first)
+        #expect(strava.id == "strava" && strava.clientID == "42")
+        #expect(strava.clientSecret.bytes == Array("s3cret".utf8), "trailing newline stripped")
+        #expect(strava.secrets["verify_token"]?.bytes == Array("vt".utf8))
+        #expect(strava.urls["api"] == "http://127.0.0.1:9/api/v3")
+        #expect("\(strava.clientSecret)" == "[redacted]")
     }
 
     @Test("an override of a missing list item is an error, not silence")
