@@ -444,7 +444,8 @@ public struct DaemonConfiguration: Sendable {
             }
             guard let directory = environment["CREDENTIALS_DIRECTORY"] else {
                 throw ConfigError(
-                    key: "tokens.key_credential", "set, but $CREDENTIALS_DIRECTORY is not (LoadCredential= in the unit)")
+                    key: "tokens.key_credential", "set, but $CREDENTIALS_DIRECTORY is not (LoadCredential= in the unit)"
+                )
             }
             c.tokenKeyFile = URL(fileURLWithPath: directory).appendingPathComponent(credential).path
             c.tokenKeyConfigured = true
