@@ -231,3 +231,14 @@ public enum VendorError: Error, Sendable, CustomStringConvertible {
 
     public static func missing(_ error: JSONValue.Missing) -> VendorError { .malformed(error.description) }
 }
+
+extension JSONValue {
+    /// Parses a vendor payload; unreadable JSON is a ``VendorError/malformed(_:)``.
+    public static func vendorPayload(_ bytes: some Collection<UInt8>) throws(VendorError) -> JSONValue {
+        do {
+            return try JSONValue.parse(bytes)
+        } catch {
+            throw .missing(error)
+        }
+    }
+}

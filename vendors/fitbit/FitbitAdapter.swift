@@ -135,12 +135,7 @@ public struct FitbitAdapter: VendorAdapter {
     /// {"startTime","endTime"},"civilDateTimeInterval",…}]}}`. Batches as a JSON array and camelCase data
     /// types have been reported from live traffic, so both are read.
     public func notifications(in body: [UInt8]) throws(VendorError) -> [VendorNotification] {
-        let json: JSONValue
-        do {
-            json = try JSONValue.parse(body)
-        } catch {
-            throw .missing(error)
-        }
+        let json = try JSONValue.vendorPayload(body)
         var out = [VendorNotification]()
         for message in json.array ?? [json] {
             if message["type"]?.string == "verification" { continue }

@@ -6,12 +6,7 @@ extension FitbitAdapter {
     /// data source, so each gets its own batch; a point whose time does not parse is skipped.
     public func map(_ record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError) -> [Sample]
     {
-        let json: JSONValue
-        do {
-            json = try JSONValue.parse(record.body)
-        } catch {
-            throw .missing(error)
-        }
+        let json = try JSONValue.vendorPayload(record.body)
         guard let points = json["dataPoints"]?.array else {
             throw .malformed("record \(record.key) holds no dataPoints")
         }

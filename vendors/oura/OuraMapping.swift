@@ -9,12 +9,7 @@ import PulseGateVendorKit
 extension OuraAdapter {
     public func map(_ record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError) -> [Sample]
     {
-        let json: JSONValue
-        do {
-            json = try JSONValue.parse(record.body)
-        } catch {
-            throw .missing(error)
-        }
+        let json = try JSONValue.vendorPayload(record.body)
         switch json["data_type"]?.string {
         case "heartrate":
             return Self.mapHeartrate(

@@ -395,12 +395,7 @@ public struct PolarAdapter: VendorAdapter {
 
     public func map(_ record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError) -> [Sample]
     {
-        let json: JSONValue
-        do {
-            json = try JSONValue.parse(record.body)
-        } catch {
-            throw .missing(error)
-        }
+        let json = try JSONValue.vendorPayload(record.body)
         if record.key.hasPrefix("exercise:") {
             return try PolarMapping.exercise(
                 json, key: record.key, subject: connection.subject, vendor: manifest.id, now: now)
