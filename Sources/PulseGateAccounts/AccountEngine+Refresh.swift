@@ -138,6 +138,16 @@ extension AccountEngine {
 
     func rescheduleRefresh(_ c: ConnectionRecord, reason: String, retryAfter: Duration?, outcomeUnknown: Bool) async {
         let now = Self.nowMillis
+        // The first failure and every tenth one reach the log; the rest only the metrics and
+        // `status_reason`, so a vendor outage with many connections does not flood the journal.
+        if c.refreshFailures % 10 == 0 {
+            logger.warning(
+                "token refresh failing; retrying",
+                metadata: [
+                    "vendor": "\(c.vendor)", "connection": "\(c.id)", "failures": "\(c.refreshFailures + 1)",
+                    "reason": "\(reason.prefix(200))",
+                ])
+        }
         let backoff = min(1_800_000, 15_000 * Int64(1 << min(c.refreshFailures, 7)))
         var delay = Int64.random(in: max(5_000, backoff / 2)...max(5_001, backoff))
         if let retryAfter { delay = max(delay, Int64(retryAfter.components.seconds) * 1000) }
@@ -208,14 +218,22 @@ extension AccountEngine {
         return due.count
     }
 
-    /// Re-seals tokens sealed with a previous key (after key rotation); returns how many rows changed.
+    /// Re-seals everything a previous key sealed (after key rotation): connection tokens and vendor
+    /// secrets (a webhook signing key a vendor issued once). Returns how many rows changed.
     public func resealTokens() async throws(StoreError) -> Int {
         let cipher = self.cipher
-        return try await accounts.resealTokens { id, field, sealed in
-            guard cipher.needsRotation(sealed),
-                let secret = try? cipher.open(sealed, context: Self.tokenContext(id, field))
-            else { return nil }
-            return cipher.seal(secret, context: Self.tokenContext(id, field))
+        @Sendable func reseal(_ sealed: [UInt8], _ context: String) -> [UInt8]? {
+            guard cipher.needsRotation(sealed), let secret = try? cipher.open(sealed, context: context) else {
+                return nil
+            }
+            return cipher.seal(secret, context: context)
         }
+        let tokens = try await accounts.resealTokens { id, field, sealed in
+            reseal(sealed, Self.tokenContext(id, field))
+        }
+        let secrets = try await accounts.resealVendorSecrets { vendor, key, sealed in
+            reseal(sealed, StoredVendorState.context(vendor: vendor, key: key))
+        }
+        return tokens + secrets
     }
 }

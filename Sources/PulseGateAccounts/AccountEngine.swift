@@ -158,9 +158,13 @@ public final class AccountEngine: Sendable {
             case .success(let r): record = r
             case .failure(.unknown):
                 return fail("unknown_state", "This link is not valid. Please start again from your app.")
-            case .failure(.expired):
+            case .failure(.expired(let r)):
+                outcome.returnTo = r.returnTo
+                outcome.linkSession = r.linkSession
                 return fail("expired_state", "This link has expired. Please start again from your app.")
-            case .failure(.alreadyUsed):
+            case .failure(.alreadyUsed(let r)):
+                outcome.returnTo = r.returnTo
+                outcome.linkSession = r.linkSession
                 return fail("reused_state", "This link was already used. Please start again from your app.")
             }
         } catch {

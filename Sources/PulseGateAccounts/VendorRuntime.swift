@@ -47,6 +47,9 @@ public final class StoredVendorState: VendorStateStore {
         self.cipher = cipher
     }
 
+    /// The associated data a vendor secret is sealed with: bound to its vendor and name.
+    static func context(vendor: String, key: String) -> String { "vendor-state:\(vendor):\(key)" }
+
     private func cached(_ key: String) -> Cached? {
         let now = Timestamp.now.millisecondsSinceEpoch
         return cache.withLock { c in
@@ -91,7 +94,7 @@ public final class StoredVendorState: VendorStateStore {
         }
         do throws(TokenCipher.CipherError) {
             let secret = try sealed.map { s throws(TokenCipher.CipherError) in
-                try cipher.open(s, context: "vendor-state:\(vendor):\(key)")
+                try cipher.open(s, context: Self.context(vendor: vendor, key: key))
             }
             remember("s:\(key)", .secret(secret))
             return secret
@@ -104,7 +107,7 @@ public final class StoredVendorState: VendorStateStore {
         do {
             try await accounts.setVendorState(
                 vendor: vendor, key: "secret:\(key)",
-                value: value.map { cipher.seal($0, context: "vendor-state:\(vendor):\(key)") },
+                value: value.map { cipher.seal($0, context: Self.context(vendor: vendor, key: key)) },
                 now: Timestamp.now.millisecondsSinceEpoch)
             remember("s:\(key)", .secret(value))
         } catch {

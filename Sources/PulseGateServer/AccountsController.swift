@@ -177,6 +177,21 @@ struct ConnectionView: Encodable {
         case id, vendor, subject, status, statusReason = "status_reason", scopes, linkedAt = "linked_at"
         case lastWebhookAt = "last_webhook_at", lastSyncAt = "last_sync_at", lastSampleAt = "last_sample_at"
     }
+
+    /// Every field is always present (`null` when unknown), so clients can rely on the shape.
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(vendor, forKey: .vendor)
+        try c.encode(subject, forKey: .subject)
+        try c.encode(status, forKey: .status)
+        try c.encode(statusReason, forKey: .statusReason)
+        try c.encode(scopes, forKey: .scopes)
+        try c.encode(linkedAt, forKey: .linkedAt)
+        try c.encode(lastWebhookAt, forKey: .lastWebhookAt)
+        try c.encode(lastSyncAt, forKey: .lastSyncAt)
+        try c.encode(lastSampleAt, forKey: .lastSampleAt)
+    }
 }
 
 /// Where the person lands after the vendor's consent page: back to the app that started the link

@@ -92,9 +92,12 @@ public struct OAuthStateRecord: Sendable, Equatable {
         self.expiresAt = expiresAt
     }
 
-    /// Why a state could not be used; each gets its own message on the callback page.
+    /// Why a state could not be used; each gets its own message on the callback page. A known state
+    /// comes with its record, so the person can still be sent back to the app that started the link.
     public enum Refusal: Error, Sendable, Equatable {
-        case unknown, expired, alreadyUsed
+        case unknown
+        case expired(OAuthStateRecord)
+        case alreadyUsed(OAuthStateRecord)
     }
 }
 

@@ -194,13 +194,13 @@ public final class AccountStore: Sendable {
                 let row = try Row.fetchOne(
                     db, sql: "SELECT * FROM oauth_state WHERE state_hash = ?", arguments: [hash])
             else { return .failure(.unknown) }
-            if row["used_at"] as Int64? != nil { return .failure(.alreadyUsed) }
             let record = OAuthStateRecord(
                 vendor: row["vendor"], subject: row["subject"], linkSession: row["link_session"],
                 pkceVerifier: (row["pkce_verifier"] as Data?).map { Array($0) }, returnTo: row["return_to"],
                 createdAt: row["created_at"], expiresAt: row["expires_at"])
+            if row["used_at"] as Int64? != nil { return .failure(.alreadyUsed(record)) }
             try db.execute(sql: "UPDATE oauth_state SET used_at = ? WHERE state_hash = ?", arguments: [now, hash])
-            if record.expiresAt <= now { return .failure(.expired) }
+            if record.expiresAt <= now { return .failure(.expired(record)) }
             return .success(record)
         }
     }
@@ -473,6 +473,31 @@ public final class AccountStore: Sendable {
                         arguments: [access.map { Data($0) }, refresh.map { Data($0) }, id])
                     changed += 1
                 }
+            }
+            return changed
+        }
+    }
+
+    /// Re-seals vendor secrets (`secret:*` vendor state) that an older key sealed; `reseal` gets
+    /// (vendor, key, sealed) and returns nil to leave a value.
+    public func resealVendorSecrets(_ reseal: @Sendable @escaping (String, String, [UInt8]) -> [UInt8]?)
+        async throws(StoreError) -> Int
+    {
+        try await write("re-sealing vendor secrets") { db in
+            var changed = 0
+            for row in try Row.fetchAll(
+                db, sql: "SELECT vendor, key, value FROM vendor_state WHERE key LIKE 'secret:%'")
+            {
+                let vendor: String = row["vendor"]
+                let key: String = row["key"]
+                guard let fresh = reseal(vendor, String(key.dropFirst("secret:".count)), Array(row["value"] as Data))
+                else {
+                    continue
+                }
+                try db.execute(
+                    sql: "UPDATE vendor_state SET value = ? WHERE vendor = ? AND key = ?",
+                    arguments: [Data(fresh), vendor, key])
+                changed += 1
             }
             return changed
         }
