@@ -73,31 +73,34 @@ def test_refresh_storm_with_faults_and_two_kills(daemon_factory, tmp_path):
             daemon.kill()
             daemon.start()
         time.sleep(max(0.0, run_start + RUN_SECONDS - time.monotonic()))
-        last_restart = time.time()
 
-        # Faults stop; every connection must get through a refresh after the last kill.
+        # Faults stop. From here every connection must complete a refresh (a token write: its
+        # generation moves), which proves the token the daemon holds after the kills is the live one.
         emu.configure(refresh_fail_rate=0.0)
-        restart_ms = int(last_restart * 1000)
+        before = dict(acc.store_rows(daemon, "SELECT id, token_generation FROM connection"))
 
-        def all_refreshed():
-            stale = acc.store_rows(daemon, "SELECT COUNT(*) FROM connection WHERE updated_at < ?", (restart_ms,))[0][0]
-            return stale == 0
-        pgtest.wait_until(all_refreshed, timeout=TTL * 3, interval=2,
-                          message=lambda: f"connections not refreshed since the last kill: "
-                                          f"{acc.store_rows(daemon, 'SELECT COUNT(*) FROM connection WHERE updated_at < ?', (restart_ms,))}")
+        def behind():
+            now = dict(acc.store_rows(daemon, "SELECT id, token_generation FROM connection"))
+            return [i for i, g in before.items() if now.get(i, -1) <= g]
+        pgtest.wait_until(lambda: not behind(), timeout=TTL * 3, interval=2,
+                          message=lambda: f"{len(behind())} connections have not refreshed since the faults stopped")
 
         statuses = _statuses(daemon)
         state = emu.state(brief=True)
         served = state["refreshes_served"]
-        interrupted = acc.store_rows(daemon, "SELECT COUNT(*) FROM connection WHERE refresh_in_flight_since IS NOT NULL")[0][0]
+        retries = state["refresh_retries"]
+        retries = sum(retries.values()) if isinstance(retries, dict) else retries
+        # A journal entry lives only while a refresh is on the wire; none may be stuck from a kill.
+        stuck = acc.store_rows(
+            daemon, "SELECT COUNT(*) FROM connection WHERE refresh_in_flight_since < ?", (int(time.time() * 1000) - 60_000,)
+        )[0][0]
         print(f"\n{CONNECTIONS} connections linked in {linked_in:.0f} s; {served} refreshes served by the vendor, "
-              f"2 kills at {[round(k) for k in kills]} s; retries with the previous refresh token: "
-              f"{sum(state['refresh_retries'].values()) if isinstance(state['refresh_retries'], dict) else state['refresh_retries']}; "
-              f"statuses {statuses}")
+              f"2 kills at {[round(k) for k in kills]} s; refreshes retried with the previous refresh token after a "
+              f"lost answer: {retries}; statuses {statuses}")
         assert statuses == {"active": CONNECTIONS}, statuses
         assert state["locked_out"] == [], state["locked_out"]
         assert state["revocation_count"] == 0
-        assert served >= CONNECTIONS, "every connection refreshed at least once"
-        assert interrupted == 0
+        assert served >= 2 * CONNECTIONS, "every connection refreshed during the run and after it"
+        assert stuck == 0
     finally:
         emu.stop()
