@@ -97,6 +97,11 @@ let package = Package(
         .vendor("Oura", folder: "oura"),
         .vendor("Polar", folder: "polar"),
         .target(
+            name: "PulseGateSensors",
+            dependencies: ["PulseGateCore"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
             name: "PulseGateStore",
             dependencies: [
                 "PulseGateCore",
@@ -184,6 +189,7 @@ let package = Package(
             name: "pulsegate",
             dependencies: [
                 "PulseGateAccounts",
+                "PulseGateSensors",
                 "PulseGateOAuth",
                 "PulseGateVendorKit",
                 "PulseGateCore",
@@ -241,6 +247,11 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "PulseGateSensorsTests",
+            dependencies: ["PulseGateSensors", "PulseGateCore"],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
