@@ -205,17 +205,22 @@ extension AccountEngine {
             let due = try? await accounts.claimDueRefreshes(
                 now: Self.nowMillis, limit: limit, leaseMillis: 30_000), !due.isEmpty
         else { return 0 }
+        await Self.forEach(due, width: settings.refreshConcurrency) { c in _ = await self.refresh(connectionID: c.id) }
+        return due.count
+    }
+
+    /// Runs `work` for every item, at most `width` at a time.
+    static func forEach<T: Sendable>(_ items: [T], width: Int, _ work: @escaping @Sendable (T) async -> Void) async {
         await withTaskGroup(of: Void.self) { group in
-            var iterator = due.makeIterator()
-            for _ in 0..<settings.refreshConcurrency {
-                guard let c = iterator.next() else { break }
-                group.addTask { _ = await self.refresh(connectionID: c.id) }
+            var iterator = items.makeIterator()
+            for _ in 0..<width {
+                guard let item = iterator.next() else { break }
+                group.addTask { await work(item) }
             }
             while await group.next() != nil {
-                if let c = iterator.next() { group.addTask { _ = await self.refresh(connectionID: c.id) } }
+                if let item = iterator.next() { group.addTask { await work(item) } }
             }
         }
-        return due.count
     }
 
     /// Re-seals everything a previous key sealed (after key rotation): connection tokens and vendor

@@ -159,16 +159,7 @@ extension AccountEngine {
         guard let jobs = try? await accounts.claimJobs(now: Self.nowMillis, limit: limit, leaseMillis: 120_000),
             !jobs.isEmpty
         else { return 0 }
-        await withTaskGroup(of: Void.self) { group in
-            var iterator = jobs.makeIterator()
-            for _ in 0..<settings.jobConcurrency {
-                guard let job = iterator.next() else { break }
-                group.addTask { await self.run(job) }
-            }
-            while await group.next() != nil {
-                if let job = iterator.next() { group.addTask { await self.run(job) } }
-            }
-        }
+        await Self.forEach(jobs, width: settings.jobConcurrency) { job in await self.run(job) }
         return jobs.count
     }
 
@@ -217,11 +208,6 @@ extension AccountEngine {
                 let samples = try vendor.adapter.map(record, connection: context, now: now)
                 for s in samples { lines.append(SampleCodec.line(s)) }
                 metrics.samples(vendor.id).increment(by: samples.count)
-                try await accounts.keepRaw(
-                    RawPayload(
-                        vendor: vendor.id, connectionID: connection.id, subject: connection.subject,
-                        recordKey: record.key, mappingVersion: vendor.adapter.mappingVersion,
-                        fetchedAt: now.millisecondsSinceEpoch, body: record.body))
             }
             for recordID in outcome.deletedRecordIDs {
                 lines.append(
@@ -235,15 +221,19 @@ extension AccountEngine {
             for chunk in stride(from: 0, to: lines.count, by: 5000) {
                 _ = try await outbox.enqueue(Array(lines[chunk..<min(lines.count, chunk + 5000)]))
             }
-            if let cursor = outcome.cursor { try await accounts.updateCursor(id: connection.id, cursor: cursor.bytes) }
-            try await accounts.touch(id: connection.id, .sync, at: now.millisecondsSinceEpoch)
-            if !lines.isEmpty { try await accounts.touch(id: connection.id, .sample, at: now.millisecondsSinceEpoch) }
-            try await accounts.completeJob(
-                id: job.id,
+            try await accounts.completeFetch(
+                jobID: job.id, connectionID: connection.id,
+                raws: outcome.records.map {
+                    RawPayload(
+                        vendor: vendor.id, connectionID: connection.id, subject: connection.subject, recordKey: $0.key,
+                        mappingVersion: vendor.adapter.mappingVersion, fetchedAt: now.millisecondsSinceEpoch,
+                        body: $0.body)
+                },
+                cursor: outcome.cursor?.bytes,
                 followUps: outcome.followUps.map {
                     jobSpec($0, connection: connection, due: now.millisecondsSinceEpoch)
                 },
-                now: now.millisecondsSinceEpoch)
+                sampled: !lines.isEmpty, now: now.millisecondsSinceEpoch)
             if !outcome.followUps.isEmpty { jobBell.ring() }
             metrics.jobs(vendor.id, "done").increment()
         } catch let error as VendorError {
@@ -307,7 +297,7 @@ extension AccountEngine {
 
     func runRevoke(_ job: JobRecord, vendor: VendorRuntime) async {
         guard let payload = try? JSONValue.parse(job.payload), let hex = payload["token"]?.string,
-            let sealed = WebhookSignature.hex(hex), let connectionID = payload["connection_id"]?.string,
+            let sealed = [UInt8](hex: hex), let connectionID = payload["connection_id"]?.string,
             let token = try? cipher.open(sealed, context: "revoke:\(connectionID)")
         else {
             await park(job, reason: "unreadable revoke job")
@@ -349,7 +339,7 @@ extension AccountEngine {
                     jobSpec($0, connection: c, due: now.millisecondsSinceEpoch)
                 }
                 // Counts as a sync attempt, so the same connection is not queued again every round.
-                try? await accounts.touch(id: c.id, .sync, at: now.millisecondsSinceEpoch)
+                try? await accounts.markSynced(id: c.id, at: now.millisecondsSinceEpoch)
             }
             try? await accounts.enqueueJobs(jobs, now: now.millisecondsSinceEpoch)
             queued += quiet.count

@@ -332,27 +332,13 @@ public struct DaemonConfiguration: Sendable {
                 else {
                     throw ConfigError(key: "\(key).url", "not an http(s) URL")
                 }
-                if sink.hmacSecret != nil, sink.hmacSecretFile != nil {
-                    throw ConfigError(key: "\(key).hmac_secret", "give hmac_secret or hmac_secret_file, not both")
-                }
-                var secret: Secret?
-                if let text = sink.hmacSecret {
-                    guard text.utf8.count >= 16 else {
-                        throw ConfigError(key: "\(key).hmac_secret", "must be at least 16 bytes")
-                    }
-                    secret = Secret(text)
-                } else if let file = sink.hmacSecretFile {
-                    let base = environment["CREDENTIALS_DIRECTORY"] ?? baseDirectory
-                    let secretPath = absolute(file, against: base)
-                    guard let data = FileManager.default.contents(atPath: secretPath) else {
-                        throw ConfigError(key: "\(key).hmac_secret_file", "cannot read \(secretPath)")
-                    }
-                    var bytes = [UInt8](data)
-                    while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
-                    guard bytes.count >= 16 else {
-                        throw ConfigError(key: "\(key).hmac_secret_file", "\(secretPath) must hold at least 16 bytes")
-                    }
-                    secret = Secret(bytes: bytes)
+                let secret = try readSecret(
+                    inline: sink.hmacSecret, file: sink.hmacSecretFile, key: "\(key).hmac_secret",
+                    environment: environment, baseDirectory: baseDirectory)
+                if let secret, secret.bytes.count < 16 {
+                    throw ConfigError(
+                        key: sink.hmacSecret != nil ? "\(key).hmac_secret" : "\(key).hmac_secret_file",
+                        "must be at least 16 bytes")
                 }
                 let timeout = sink.timeoutSeconds ?? 10
                 guard timeout > 0, timeout <= 600 else {

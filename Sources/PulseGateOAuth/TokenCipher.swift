@@ -35,7 +35,7 @@ public struct TokenCipher: Sendable {
                 return
             }
             let text = String(decoding: data, as: UTF8.self).filter { !$0.isWhitespace }
-            if text.count == 64, let bytes = Self.hex(text) {
+            if text.count == 64, let bytes = [UInt8](hex: text) {
                 try self.init(bytes: bytes)
             } else if let decoded = Data(base64Encoded: text), decoded.count == 32 {
                 try self.init(bytes: Array(decoded))
@@ -48,16 +48,6 @@ public struct TokenCipher: Sendable {
         public static func generate() -> [UInt8] {
             var rng = SystemRandomNumberGenerator()
             return (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        }
-
-        static func hex(_ text: String) -> [UInt8]? {
-            var out = [UInt8]()
-            var chars = text.makeIterator()
-            while let hi = chars.next() {
-                guard let lo = chars.next(), let h = hi.hexDigitValue, let l = lo.hexDigitValue else { return nil }
-                out.append(UInt8(h << 4 | l))
-            }
-            return out
         }
     }
 

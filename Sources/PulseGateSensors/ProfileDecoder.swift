@@ -1,3 +1,4 @@
+import Foundation
 import PulseGateCore
 
 /// What a profile decoder reads from one payload, before the sensor manager gives it a subject,
@@ -98,20 +99,8 @@ public struct ByteReader {
 /// Parses hex as installers paste it: `16 48 00 04`, `16480004`, `16:48:00:04`, `0x16,0x48`.
 public enum Hex {
     public static func bytes(_ text: String) -> [UInt8]? {
-        var digits = [UInt8]()
-        var rest = Substring(text)
-        while !rest.isEmpty {
-            if rest.hasPrefix("0x") || rest.hasPrefix("0X") {
-                rest = rest.dropFirst(2)
-                continue
-            }
-            let c = rest.first!
-            rest = rest.dropFirst()
-            if c == " " || c == ":" || c == "," || c == "-" || c == "\t" { continue }
-            guard let v = c.hexDigitValue else { return nil }
-            digits.append(UInt8(v))
-        }
-        guard digits.count % 2 == 0 else { return nil }
-        return stride(from: 0, to: digits.count, by: 2).map { digits[$0] << 4 | digits[$0 + 1] }
+        var digits = text.replacingOccurrences(of: "0x", with: "").replacingOccurrences(of: "0X", with: "")
+        digits.removeAll { $0 == " " || $0 == ":" || $0 == "," || $0 == "-" || $0 == "\t" }
+        return [UInt8](hex: digits)
     }
 }

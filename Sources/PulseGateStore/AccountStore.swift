@@ -428,21 +428,11 @@ public final class AccountStore: Sendable {
         }
     }
 
-    public func updateCursor(id: String, cursor: [UInt8]) async throws(StoreError) {
-        try await write("updating a connection cursor") { db in
-            try db.execute(sql: "UPDATE connection SET cursor = ? WHERE id = ?", arguments: [Data(cursor), id])
-        }
-    }
-
-    public enum Activity: String, Sendable {
-        case webhook = "last_webhook_at", sync = "last_sync_at", sample = "last_sample_at"
-    }
-
-    public func touch(id: String, _ activity: Activity, at time: Int64) async throws(StoreError) {
-        try await write("recording connection activity") { db in
+    /// Records that a connection was polled (the silence watchdog's reconcile counts as a sync).
+    public func markSynced(id: String, at time: Int64) async throws(StoreError) {
+        try await write("recording a sync") { db in
             try db.execute(
-                sql:
-                    "UPDATE connection SET \(activity.rawValue) = MAX(COALESCE(\(activity.rawValue), 0), ?) WHERE id = ?",
+                sql: "UPDATE connection SET last_sync_at = MAX(COALESCE(last_sync_at, 0), ?) WHERE id = ?",
                 arguments: [time, id])
         }
     }
@@ -651,19 +641,37 @@ public final class AccountStore: Sendable {
 
     // MARK: raw payloads
 
-    public func keepRaw(_ payload: RawPayload) async throws(StoreError) {
-        try await write("keeping a raw payload") { db in
-            try db.execute(
+    /// Ends a fetch job in one transaction: keeps its raw records, saves the adapter's cursor, records
+    /// the sync (and the samples, if any), deletes the job and creates its follow-ups. Called after the
+    /// samples are in the outbox, so a crash before it only repeats the fetch.
+    public func completeFetch(
+        jobID: Int64, connectionID: String, raws: [RawPayload], cursor: [UInt8]?, followUps: [JobSpec],
+        sampled: Bool, now: Int64
+    ) async throws(StoreError) {
+        try await write("completing a fetch") { db in
+            let keep = try db.cachedStatement(
                 sql: """
                     INSERT INTO raw_payload (vendor, connection_id, subject, record_key, mapping_version, fetched_at, body)
                     VALUES (?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (vendor, connection_id, record_key) DO UPDATE SET
                         mapping_version = excluded.mapping_version, fetched_at = excluded.fetched_at, body = excluded.body
-                    """,
-                arguments: [
-                    payload.vendor, payload.connectionID, payload.subject, payload.recordKey, payload.mappingVersion,
-                    payload.fetchedAt, Data(payload.body),
+                    """)
+            for raw in raws {
+                try keep.execute(arguments: [
+                    raw.vendor, raw.connectionID, raw.subject, raw.recordKey, raw.mappingVersion, raw.fetchedAt,
+                    Data(raw.body),
                 ])
+            }
+            try db.execute(
+                sql: """
+                    UPDATE connection SET cursor = COALESCE(?, cursor),
+                        last_sync_at = MAX(COALESCE(last_sync_at, 0), ?),
+                        last_sample_at = CASE WHEN ? THEN MAX(COALESCE(last_sample_at, 0), ?) ELSE last_sample_at END
+                    WHERE id = ?
+                    """,
+                arguments: [cursor.map { Data($0) }, now, sampled, now, connectionID])
+            try db.execute(sql: "DELETE FROM job WHERE id = ?", arguments: [jobID])
+            try Self.insertJobs(db, followUps, now: now)
         }
     }
 

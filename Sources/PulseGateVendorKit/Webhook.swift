@@ -70,33 +70,11 @@ public enum WebhookSignature {
         return diff == 0
     }
 
-    /// Decodes hex (either case); `nil` for anything else.
-    public static func hex(_ text: String) -> [UInt8]? {
-        let chars = Array(text.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(chars.count / 2)
-        var i = 0
-        while i < chars.count {
-            guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
-
-    static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
-
     /// Checks a hex-encoded MAC (case-insensitive) against the expected bytes.
     public static func matchesHex(_ provided: String?, _ expected: [UInt8]) -> Bool {
-        guard let provided, let bytes = hex(provided.trimmingCharacters(in: .whitespaces)) else { return false }
+        guard let provided, let bytes = [UInt8](hex: provided.trimmingCharacters(in: .whitespaces)) else {
+            return false
+        }
         return constantTimeEqual(bytes, expected)
     }
 
