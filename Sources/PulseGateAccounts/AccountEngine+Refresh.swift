@@ -226,6 +226,8 @@ extension AccountEngine {
     /// Re-seals everything a previous key sealed (after key rotation): connection tokens and vendor
     /// secrets (a webhook signing key a vendor issued once). Returns how many rows changed.
     public func resealTokens() async throws(StoreError) -> Int {
+        // Without a previous key nothing can need re-sealing: skip the scan of every connection.
+        guard !cipher.previous.isEmpty else { return 0 }
         let cipher = self.cipher
         @Sendable func reseal(_ sealed: [UInt8], _ context: String) -> [UInt8]? {
             guard cipher.needsRotation(sealed), let secret = try? cipher.open(sealed, context: context) else {

@@ -6,8 +6,13 @@ import PulseGateVendorStrava
 
 /// Every vendor adapter built into this daemon: one line per vendor (see vendors/README.md).
 public enum VendorRegistry {
-    /// The adapters, each with its manifest loaded and checked.
+    /// The adapters, each with its manifest loaded and checked — once per process (the configuration
+    /// and the daemon both ask).
     public static func adapters() throws(ManifestError) -> [any VendorAdapter] {
+        try loaded.get()
+    }
+
+    private static let loaded = Result { () throws(ManifestError) -> [any VendorAdapter] in
         [
             try StravaAdapter(),
             try FitbitAdapter(),
