@@ -64,8 +64,8 @@ extension AccountEngine {
         do {
             try await emit(batch.events)
             try await accounts.completeInbox(
-                ids: batch.done, jobs: batch.jobs, touched: batch.touched, deactivate: batch.deactivate,
-                now: Self.nowMillis)
+                ids: batch.done, jobs: batch.jobs, raws: batch.raws, touched: batch.touched,
+                deactivate: batch.deactivate, now: Self.nowMillis)
             if !batch.jobs.isEmpty { jobBell.ring() }
             for (vendor, id) in batch.revoked {
                 logger.notice(
@@ -82,6 +82,8 @@ extension AccountEngine {
     struct InboxBatch {
         var done: [Int64] = []
         var jobs: [JobSpec] = []
+        /// Records delivered inside notifications, kept for their map jobs.
+        var raws: [RawPayload] = []
         var events: [DataEvent] = []
         var touched: [String: Int64] = [:]
         var deactivate: [(id: String, status: ConnectionRecord.Status, reason: String)] = []
@@ -146,6 +148,16 @@ extension AccountEngine {
                             reason: "deleted at the vendor"))
                 case .ignore(let why):
                     logger.debug("webhook ignored", metadata: ["vendor": "\(vendor.id)", "why": "\(why)"])
+                case .records(let records):
+                    guard c.status == .active else { continue }
+                    for record in records {
+                        batch.raws.append(
+                            RawPayload(
+                                vendor: vendor.id, connectionID: c.id, subject: c.subject, recordKey: record.key,
+                                mappingVersion: vendor.adapter.mappingVersion, fetchedAt: entry.receivedAt,
+                                body: record.body))
+                        batch.jobs.append(mapJobSpec(record.key, connection: c, due: Self.nowMillis))
+                    }
                 }
             }
         }
@@ -170,6 +182,7 @@ extension AccountEngine {
         }
         switch job.kind {
         case "fetch": await runFetch(job, vendor: vendor)
+        case "map": await runMap(job, vendor: vendor)
         case "revoke": await runRevoke(job, vendor: vendor)
         default: await park(job, reason: "unknown job kind \(job.kind)")
         }
@@ -203,23 +216,18 @@ extension AccountEngine {
             }
             let now = Timestamp.now
             let context = try connectionContext(connection, token: token)
-            var lines = [[UInt8]]()
-            for record in outcome.records {
-                let samples = try vendor.adapter.map(record, connection: context, now: now)
-                for s in samples { lines.append(SampleCodec.line(s)) }
-                metrics.samples(vendor.id).increment(by: samples.count)
-            }
-            for recordID in outcome.deletedRecordIDs {
-                lines.append(
-                    DataEvent(
-                        kind: .tombstone, subject: connection.subject, vendor: vendor.id, recordID: recordID, at: now,
-                        reason: "deleted at the vendor"
-                    ).line)
-            }
             // Samples first, then the job's end: a crash in between repeats the fetch, and the
             // deterministic ids make the repeat harmless downstream.
-            for chunk in stride(from: 0, to: lines.count, by: 5000) {
-                _ = try await outbox.enqueue(Array(lines[chunk..<min(lines.count, chunk + 5000)]))
+            var sampled = try await emitSamples(of: outcome.records, vendor: vendor, connection: context, now: now) > 0
+            let tombstones = outcome.deletedRecordIDs.map {
+                DataEvent(
+                    kind: .tombstone, subject: connection.subject, vendor: vendor.id, recordID: $0, at: now,
+                    reason: "deleted at the vendor"
+                ).line
+            }
+            if !tombstones.isEmpty {
+                _ = try await outbox.enqueue(tombstones)
+                sampled = true
             }
             try await accounts.completeFetch(
                 jobID: job.id, connectionID: connection.id,
@@ -233,7 +241,7 @@ extension AccountEngine {
                 followUps: outcome.followUps.map {
                     jobSpec($0, connection: connection, due: now.millisecondsSinceEpoch)
                 },
-                sampled: !lines.isEmpty, now: now.millisecondsSinceEpoch)
+                sampled: sampled, now: now.millisecondsSinceEpoch)
             if !outcome.followUps.isEmpty { jobBell.ring() }
             metrics.jobs(vendor.id, "done").increment()
         } catch let error as VendorError {
@@ -245,6 +253,65 @@ extension AccountEngine {
             await retry(job, after: nil, reason: "\(error)")
         }
     }
+
+    /// Maps a record a notification delivered (kept as a raw payload when the notification was
+    /// processed) into the outbox, like a fetched one.
+    func runMap(_ job: JobRecord, vendor: VendorRuntime) async {
+        guard let id = job.connectionID, let connection = try? await accounts.connection(id: id),
+            connection.status == .active
+        else {
+            try? await accounts.completeJob(id: job.id, followUps: [], now: Self.nowMillis)
+            return
+        }
+        let key = String(decoding: job.payload, as: UTF8.self)
+        do {
+            guard let raw = try await accounts.rawPayload(vendor: vendor.id, connectionID: id, recordKey: key) else {
+                // Purged or replaced by an unlink meanwhile: nothing left to map.
+                try await accounts.completeJob(id: job.id, followUps: [], now: Self.nowMillis)
+                return
+            }
+            let now = Timestamp.now
+            // Mapping needs no token: the data came with the notification.
+            let context = ConnectionContext(
+                id: connection.id, subject: connection.subject, vendorUserID: connection.vendorUserID,
+                scopes: connection.scopes, accessToken: Secret(""))
+            let count = try await emitSamples(
+                of: [RawRecord(key: raw.recordKey, body: raw.body)], vendor: vendor, connection: context, now: now)
+            try await accounts.completeFetch(
+                jobID: job.id, connectionID: connection.id, raws: [], cursor: nil, followUps: [], sampled: count > 0,
+                now: now.millisecondsSinceEpoch)
+            metrics.jobs(vendor.id, "done").increment()
+        } catch let error as VendorError {
+            await handle(error, job: job, vendor: vendor, connection: connection)
+        } catch let error as StoreError {
+            metrics.jobs(vendor.id, "store_failed").increment()
+            await retry(job, after: error.code == .outboxFull ? .seconds(10) : nil, reason: error.message)
+        } catch {
+            await retry(job, after: nil, reason: "\(error)")
+        }
+    }
+
+    /// Streams the samples of `records` into the outbox in bounded batches, so a record's size (a
+    /// 10-hour activity) never decides the memory held. Returns how many samples went out.
+    func emitSamples(of records: [RawRecord], vendor: VendorRuntime, connection: ConnectionContext, now: Timestamp)
+        async throws -> Int
+    {
+        var total = 0
+        for record in records {
+            var source = try vendor.adapter.samples(of: record, connection: connection, now: now)
+            while true {
+                let batch = try source.next(max: Self.sampleBatch)
+                if batch.isEmpty { break }
+                _ = try await outbox.enqueue(batch.map(SampleCodec.line))
+                total += batch.count
+                metrics.samples(vendor.id).increment(by: batch.count)
+            }
+        }
+        return total
+    }
+
+    /// Samples per outbox append while mapping a record.
+    public static let sampleBatch = 5000
 
     func handle(_ error: VendorError, job: JobRecord, vendor: VendorRuntime, connection: ConnectionRecord) async {
         switch error {
@@ -389,33 +456,26 @@ extension AccountEngine {
             let page: [(id: Int64, payload: RawPayload)]
             do {
                 page = try await accounts.rawPayloads(
-                    vendor: id, since: since.millisecondsSinceEpoch, afterID: afterID, limit: 200)
+                    vendor: id, since: since.millisecondsSinceEpoch, afterID: afterID, limit: 20)
             } catch {
                 throw AccountError(.unavailable, error.message)
             }
             guard let last = page.last else { break }
             afterID = last.id
-            var lines = [[UInt8]]()
             for (_, raw) in page {
                 let context = ConnectionContext(
                     id: raw.connectionID, subject: raw.subject, vendorUserID: nil, scopes: [], accessToken: Secret(""))
                 do {
-                    let mapped = try vendor.adapter.map(
-                        RawRecord(key: raw.recordKey, body: raw.body), connection: context, now: now)
-                    lines += mapped.map(SampleCodec.line)
+                    samples += try await emitSamples(
+                        of: [RawRecord(key: raw.recordKey, body: raw.body)], vendor: vendor, connection: context,
+                        now: now)
                     records += 1
+                } catch let error as StoreError {
+                    throw AccountError(.unavailable, error.message)
                 } catch {
                     logger.warning(
                         "replay: record not mappable", metadata: ["record": "\(raw.recordKey)", "error": "\(error)"])
                 }
-            }
-            if !lines.isEmpty {
-                do {
-                    _ = try await outbox.enqueue(lines)
-                } catch {
-                    throw AccountError(.unavailable, error.message)
-                }
-                samples += lines.count
             }
         }
         return (records, samples)

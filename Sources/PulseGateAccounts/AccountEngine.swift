@@ -284,6 +284,13 @@ public final class AccountEngine: Sendable {
             dedupeKey: "\(connection.id):\(task.key)", dueAt: due)
     }
 
+    /// A job that maps a record delivered inside a notification (payload: the record's key).
+    func mapJobSpec(_ key: String, connection: ConnectionRecord, due: Int64) -> JobSpec {
+        JobSpec(
+            connectionID: connection.id, vendor: connection.vendor, kind: "map", payload: Array(key.utf8),
+            dedupeKey: "\(connection.id):map:\(key)", dueAt: due)
+    }
+
     func connectionContext(_ c: ConnectionRecord, token: Secret) throws(StoreError) -> ConnectionContext {
         ConnectionContext(
             id: c.id, subject: c.subject, vendorUserID: c.vendorUserID, scopes: c.scopes, accessToken: token,

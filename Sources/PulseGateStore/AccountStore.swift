@@ -526,11 +526,12 @@ public final class AccountStore: Sendable {
     /// deauthorization ended. A crash leaves either all of it or none (the notifications are then
     /// claimed again when their lease ends).
     public func completeInbox(
-        ids: [Int64], jobs: [JobSpec], touched: [String: Int64],
+        ids: [Int64], jobs: [JobSpec], raws: [RawPayload] = [], touched: [String: Int64],
         deactivate: [(id: String, status: ConnectionRecord.Status, reason: String)], now: Int64
     ) async throws(StoreError) {
         let deactivate = deactivate.map { ($0.id, $0.status.rawValue, $0.reason) }
         try await write("completing webhook notifications") { db in
+            try Self.keepRaw(db, raws)
             try Self.insertJobs(db, jobs, now: now)
             for (id, at) in touched {
                 try db.execute(
@@ -649,19 +650,7 @@ public final class AccountStore: Sendable {
         sampled: Bool, now: Int64
     ) async throws(StoreError) {
         try await write("completing a fetch") { db in
-            let keep = try db.cachedStatement(
-                sql: """
-                    INSERT INTO raw_payload (vendor, connection_id, subject, record_key, mapping_version, fetched_at, body)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (vendor, connection_id, record_key) DO UPDATE SET
-                        mapping_version = excluded.mapping_version, fetched_at = excluded.fetched_at, body = excluded.body
-                    """)
-            for raw in raws {
-                try keep.execute(arguments: [
-                    raw.vendor, raw.connectionID, raw.subject, raw.recordKey, raw.mappingVersion, raw.fetchedAt,
-                    Data(raw.body),
-                ])
-            }
+            try Self.keepRaw(db, raws)
             try db.execute(
                 sql: """
                     UPDATE connection SET cursor = COALESCE(?, cursor),
@@ -675,6 +664,43 @@ public final class AccountStore: Sendable {
         }
     }
 
+    /// Keeps raw records; the same record kept again replaces the earlier copy.
+    static func keepRaw(_ db: Database, _ raws: [RawPayload]) throws {
+        guard !raws.isEmpty else { return }
+        let keep = try db.cachedStatement(
+            sql: """
+                INSERT INTO raw_payload (vendor, connection_id, subject, record_key, mapping_version, fetched_at, body)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (vendor, connection_id, record_key) DO UPDATE SET
+                    mapping_version = excluded.mapping_version, fetched_at = excluded.fetched_at, body = excluded.body
+                """)
+        for raw in raws {
+            try keep.execute(arguments: [
+                raw.vendor, raw.connectionID, raw.subject, raw.recordKey, raw.mappingVersion, raw.fetchedAt,
+                Data(raw.body),
+            ])
+        }
+    }
+
+    /// One kept raw record, or `nil` when it is gone (purged, or the connection was unlinked).
+    public func rawPayload(vendor: String, connectionID: String, recordKey: String) async throws(StoreError)
+        -> RawPayload?
+    {
+        try await read("reading a raw payload") { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM raw_payload WHERE vendor = ? AND connection_id = ? AND record_key = ?",
+                arguments: [vendor, connectionID, recordKey]
+            ).map(Self.rawPayload)
+        }
+    }
+
+    static func rawPayload(_ row: Row) -> RawPayload {
+        RawPayload(
+            vendor: row["vendor"], connectionID: row["connection_id"], subject: row["subject"],
+            recordKey: row["record_key"], mappingVersion: row["mapping_version"], fetchedAt: row["fetched_at"],
+            body: Array(row["body"] as Data))
+    }
+
     /// Raw payloads of `vendor` fetched at or after `since`, in fetch order, after row `afterID`.
     public func rawPayloads(vendor: String, since: Int64, afterID: Int64, limit: Int) async throws(StoreError)
         -> [(id: Int64, payload: RawPayload)]
@@ -686,15 +712,7 @@ public final class AccountStore: Sendable {
                     SELECT * FROM raw_payload WHERE vendor = ? AND fetched_at >= ? AND id > ? ORDER BY id LIMIT ?
                     """,
                 arguments: [vendor, since, afterID, limit]
-            ).map { row in
-                (
-                    row["id"],
-                    RawPayload(
-                        vendor: row["vendor"], connectionID: row["connection_id"], subject: row["subject"],
-                        recordKey: row["record_key"], mappingVersion: row["mapping_version"],
-                        fetchedAt: row["fetched_at"], body: Array(row["body"] as Data))
-                )
-            }
+            ).map { row in (row["id"], Self.rawPayload(row)) }
         }
     }
 

@@ -76,6 +76,13 @@ public protocol VendorAdapter: Sendable {
     /// Maps one raw record to canonical samples (pure; no I/O).
     func map(_ record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError) -> [Sample]
 
+    /// The samples of one raw record as a stream the engine drains in bounded batches. Default: the
+    /// whole of ``map(_:connection:now:)``. Adapters whose records can be long (a FIT file, a pushed
+    /// 10-hour activity) override it so memory follows the batch size, not the activity's length; the
+    /// stream must yield exactly what ``map(_:connection:now:)`` returns, in the same order.
+    func samples(of record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError)
+        -> any SampleSource
+
     /// Tasks that fetch `from..<to` for a newly linked connection (bounded by the vendor's horizon).
     func backfillTasks(from: Timestamp, to: Timestamp, connection: ConnectionContext) -> [FetchTask]
 
@@ -102,6 +109,12 @@ extension VendorAdapter {
     public func dedupeKey(_ request: WebhookRequest) -> String { request.bodyDigest }
 
     public func maintainSubscriptions(context: VendorContext) async throws(VendorError) {}
+
+    public func samples(of record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError)
+        -> any SampleSource
+    {
+        ArraySampleSource(try map(record, connection: connection, now: now))
+    }
 
     public var rateLimitHeaders: VendorHTTP.HeaderReader? { nil }
 }
@@ -141,6 +154,9 @@ public struct VendorNotification: Sendable, Equatable {
         case deleted(recordID: String)
         /// Nothing to do (an update pulsegate does not map); the reason goes to the debug log.
         case ignore(String)
+        /// The notification carries the data itself (Garmin push): each record is kept as a raw payload
+        /// and mapped by a job, the same path as a fetched record (bounded batches, replayable).
+        case records([RawRecord])
     }
 
     /// The vendor's id of the user (Strava athlete id, Polar user id …).
@@ -176,6 +192,37 @@ public struct RawRecord: Sendable, Equatable {
     public init(key: String, body: [UInt8]) {
         self.key = key
         self.body = body
+    }
+}
+
+/// One record's samples, pulled in batches (see ``VendorAdapter/samples(of:connection:now:)``).
+public protocol SampleSource {
+    /// Up to `max` next samples; an empty array when the record is exhausted.
+    mutating func next(max: Int) throws(VendorError) -> [Sample]
+}
+
+/// A record mapped all at once: fine for records of bounded size (a daily summary, a measure group).
+public struct ArraySampleSource: SampleSource {
+    private var samples: ArraySlice<Sample>
+
+    public init(_ samples: [Sample]) { self.samples = samples[...] }
+
+    public mutating func next(max: Int) throws(VendorError) -> [Sample] {
+        let batch = samples.prefix(Swift.max(1, max))
+        samples = samples.dropFirst(batch.count)
+        return Array(batch)
+    }
+}
+
+extension SampleSource {
+    /// Drains the stream (tests and small records).
+    public mutating func all(batch: Int = 4096) throws(VendorError) -> [Sample] {
+        var out = [Sample]()
+        while true {
+            let next = try next(max: batch)
+            if next.isEmpty { return out }
+            out += next
+        }
     }
 }
 

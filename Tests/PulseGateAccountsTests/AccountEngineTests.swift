@@ -108,7 +108,7 @@ struct Harness {
     let strava = FakeStrava()
     let transport: ScriptedTransport
 
-    init(settings: AccountSettings = AccountSettings()) throws {
+    init(settings: AccountSettings = AccountSettings(), wrap: (StravaAdapter) -> any VendorAdapter = { $0 }) throws {
         let dir = temporaryDirectory("accounts")
         let logger = Logger(label: "test")
         store = try SQLiteStore(path: "\(dir)/pulsegate.sqlite")
@@ -117,7 +117,7 @@ struct Harness {
         let cipher = TokenCipher(current: try TokenCipher.Key(bytes: TokenCipher.Key.generate()))
         let strava = self.strava
         transport = ScriptedTransport { try strava.handle($0) }
-        let adapter = try StravaAdapter()
+        let adapter = wrap(try StravaAdapter())
         let context = makeContext(
             adapter, transport: transport, secrets: ["verify_token": Secret("vt")],
             state: StoredVendorState(vendor: "strava", accounts: accounts, cipher: cipher))
@@ -323,5 +323,97 @@ struct Harness {
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM job WHERE kind = 'revoke'") ?? 0
         }
         #expect(queued == 1, "the grant still dies at the vendor later")
+    }
+
+    @Test func recordsDeliveredInANotificationAreKeptAndStreamedInBoundedBatches() async throws {
+        let pushing = PushingAdapter()
+        let h = try Harness(wrap: { pushing.wrapping($0) })
+        let c = try await h.link()
+        let points = AccountEngine.sampleBatch * 2 + 7
+        let body = #"{"owner_id":134815,"key":"activity-9","points":\#(points)}"#
+        #expect(await h.engine.receiveWebhook(vendor: "strava", request: webhook(body)).status == 200)
+        #expect(await h.engine.processInbox() == 1)
+        let kept = try await h.accounts.rawPayload(vendor: "strava", connectionID: c.id, recordKey: "activity-9")
+        #expect(kept?.body == Array(body.utf8), "the delivered record is kept for replay before it is mapped")
+        while await h.engine.runJobs() > 0 {}
+        let samples = try await h.lines().filter {
+            $0["event"] == nil && $0["source"]?["record_id"]?.string == "activity-9"
+        }
+        #expect(samples.count == points)
+        #expect(pushing.largestBatch.withLock { $0 } == AccountEngine.sampleBatch, "memory follows the batch size")
+        #expect(try await h.accounts.jobCount() == 0)
+        #expect(try await h.accounts.connection(id: c.id)?.lastSampleAt != nil)
+
+        let (records, replayed) = try await h.engine.replay(
+            vendor: "strava", since: Timestamp(millisecondsSinceEpoch: 0))
+        #expect(records >= 1 && replayed >= points, "replay streams the kept record again")
+    }
+}
+
+/// Strava with one change: a notification carries its data (like a Garmin push) — `points` heart-rate
+/// samples, produced lazily so the test sees the batch sizes the engine asks for.
+final class PushingAdapter: Sendable {
+    let largestBatch = Mutex(0)
+
+    func wrapping(_ base: StravaAdapter) -> any VendorAdapter { Wrapped(base: base, owner: self) }
+
+    struct Wrapped: VendorAdapter {
+        let base: StravaAdapter
+        let owner: PushingAdapter
+        var manifest: VendorManifest { base.manifest }
+        var mappingVersion: Int { 1 }
+
+        func didLink(grant: TokenGrant, callback: [String: String], context: VendorContext) async throws(VendorError)
+            -> String
+        { try await base.didLink(grant: grant, callback: callback, context: context) }
+        func revoke(connection: ConnectionContext, context: VendorContext) async throws(VendorError) {
+            try await base.revoke(connection: connection, context: context)
+        }
+        func handshake(_ request: WebhookRequest, context: VendorContext) async -> WebhookAnswer? { nil }
+        func verify(_ request: WebhookRequest, context: VendorContext) async -> WebhookVerdict { .authentic }
+        func notifications(in body: [UInt8]) throws(VendorError) -> [VendorNotification] {
+            let json = try JSONValue.vendorPayload(body)
+            guard let owner = json["owner_id"]?.int, let key = json["key"]?.string else { throw .malformed("no owner") }
+            return [VendorNotification(vendorUserID: "\(owner)", action: .records([RawRecord(key: key, body: body)]))]
+        }
+        func fetch(_ task: FetchTask, connection: ConnectionContext, context: VendorContext) async throws(VendorError)
+            -> FetchOutcome
+        { try await base.fetch(task, connection: connection, context: context) }
+        func map(_ record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError) -> [Sample] {
+            var all = try samples(of: record, connection: connection, now: now)
+            return try all.all()
+        }
+        func samples(of record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError)
+            -> any SampleSource
+        {
+            guard let json = try? JSONValue.parse(record.body), let points = json["points"]?.int else {
+                return try base.samples(of: record, connection: connection, now: now)
+            }
+            return Points(
+                subject: connection.subject, record: record.key, remaining: Int(points), now: now, owner: owner)
+        }
+        func backfillTasks(from: Timestamp, to: Timestamp, connection: ConnectionContext) -> [FetchTask] { [] }
+        func reconcileTasks(since: Timestamp, connection: ConnectionContext) -> [FetchTask] { [] }
+    }
+
+    struct Points: SampleSource {
+        let subject: String
+        let record: String
+        var remaining: Int
+        let now: Timestamp
+        let owner: PushingAdapter
+        var second: Int64 = 0
+
+        mutating func next(max: Int) throws(VendorError) -> [Sample] {
+            owner.largestBatch.withLock { $0 = Swift.max($0, max) }
+            var batch = SampleBatch(subject: subject, vendor: "strava", recordID: record, now: now)
+            while remaining > 0 && batch.samples.count < max {
+                let at = Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch - 86_400_000 + second * 1000)
+                batch.add(.heartRate, Double(100 + second % 50), unit: "/min", at: at)
+                second += 1
+                remaining -= 1
+            }
+            return batch.samples
+        }
     }
 }
