@@ -23,11 +23,17 @@ public struct OAuthClientSettings: Sendable {
     public var clientAuthentication: ClientAuthentication
     /// Vendor extras on the authorize URL (Strava `approval_prompt`, Google `access_type=offline`).
     public var extraAuthorizeParameters: [(String, String)]
+    /// Vendor extras on every token request (Withings `action=requesttoken`).
+    public var extraTokenParameters: [(String, String)]
+    /// Vendor extras on refresh requests only (WHOOP `scope=offline`, without which no new refresh
+    /// token comes back).
+    public var extraRefreshParameters: [(String, String)]
 
     public init(
         clientID: String, clientSecret: Secret, authorizeURL: URL, tokenURL: URL, redirectURI: String,
         scopes: [String], scopeSeparator: String = " ", usePKCE: Bool, clientAuthentication: ClientAuthentication,
-        extraAuthorizeParameters: [(String, String)] = []
+        extraAuthorizeParameters: [(String, String)] = [], extraTokenParameters: [(String, String)] = [],
+        extraRefreshParameters: [(String, String)] = []
     ) {
         self.clientID = clientID
         self.clientSecret = clientSecret
@@ -39,6 +45,8 @@ public struct OAuthClientSettings: Sendable {
         self.usePKCE = usePKCE
         self.clientAuthentication = clientAuthentication
         self.extraAuthorizeParameters = extraAuthorizeParameters
+        self.extraTokenParameters = extraTokenParameters
+        self.extraRefreshParameters = extraRefreshParameters
     }
 }
 
@@ -123,11 +131,12 @@ public struct OAuthClient: Sendable {
 
     /// The refresh request (RFC 6749 §6).
     public func refreshRequest(refreshToken: Secret) -> OutboundRequest {
-        tokenRequest([("grant_type", "refresh_token"), ("refresh_token", refreshToken.text)])
+        tokenRequest(
+            [("grant_type", "refresh_token"), ("refresh_token", refreshToken.text)] + settings.extraRefreshParameters)
     }
 
     func tokenRequest(_ fields: [(String, String)]) -> OutboundRequest {
-        var fields = fields
+        var fields = settings.extraTokenParameters + fields
         var headers: [(name: String, value: String)] = [
             ("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json"),
         ]

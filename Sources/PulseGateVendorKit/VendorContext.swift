@@ -47,9 +47,14 @@ public struct VendorSettings: Sendable {
             clientID: clientID, clientSecret: clientSecret, authorizeURL: urls["authorize"]!, tokenURL: urls["token"]!,
             redirectURI: redirectURI, scopes: scopes, scopeSeparator: manifest.oauth.scopeSeparator,
             usePKCE: manifest.oauth.pkce, clientAuthentication: manifest.oauth.clientAuthentication,
-            extraAuthorizeParameters: (manifest.oauth.extraAuthorizeParameters ?? [:]).sorted { $0.key < $1.key }.map {
-                ($0.key, $0.value)
-            })
+            extraAuthorizeParameters: Self.pairs(manifest.oauth.extraAuthorizeParameters),
+            extraTokenParameters: Self.pairs(manifest.oauth.extraTokenParameters),
+            extraRefreshParameters: Self.pairs(manifest.oauth.extraRefreshParameters))
+    }
+
+    /// A manifest's parameter map in a stable order (requests are compared byte for byte in tests).
+    private static func pairs(_ map: [String: String]?) -> [(String, String)] {
+        (map ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 }
 

@@ -35,6 +35,10 @@ public struct VendorManifest: Sendable, Decodable {
         public var accessTokenLifetimeSeconds: Int?
         public var refreshTokens: RefreshTokens
         public var extraAuthorizeParameters: [String: String]?
+        /// Sent with every token request (code exchange and refresh).
+        public var extraTokenParameters: [String: String]?
+        /// Sent with refresh requests only.
+        public var extraRefreshParameters: [String: String]?
 
         public enum RefreshTokens: String, Sendable, Decodable {
             /// Every refresh returns a new refresh token; the old one dies.
@@ -104,6 +108,7 @@ extension VendorManifest.OAuth {
         case scopes, scopeSeparator = "scope_separator", pkce, clientAuthentication = "client_authentication"
         case accessTokenLifetimeSeconds = "access_token_lifetime_seconds", refreshTokens = "refresh_tokens"
         case extraAuthorizeParameters = "extra_authorize_parameters"
+        case extraTokenParameters = "extra_token_parameters", extraRefreshParameters = "extra_refresh_parameters"
     }
 }
 

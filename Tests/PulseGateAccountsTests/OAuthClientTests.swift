@@ -61,6 +61,18 @@ import Testing
         #expect(form["grant_type"] == "authorization_code")
     }
 
+    @Test func vendorExtrasGoOnTokenRequestsAndRefreshesOnly() {
+        var extras = settings
+        extras.extraTokenParameters = [("action", "requesttoken")]
+        extras.extraRefreshParameters = [("scope", "offline")]
+        let client = OAuthClient(settings: extras)
+        let refresh = String(decoding: client.refreshRequest(refreshToken: Secret("r")).body ?? [], as: UTF8.self)
+        #expect(refresh == "action=requesttoken&grant_type=refresh_token&refresh_token=r&scope=offline")
+        let exchange = FormEncoding.decode(
+            String(decoding: client.codeExchangeRequest(code: "c", pkce: nil).body ?? [], as: UTF8.self))
+        #expect(exchange["action"] == "requesttoken" && exchange["scope"] == nil)
+    }
+
     @Test func tokenAnswersAreReadPerRFC6749() throws {
         let client = OAuthClient(settings: settings)
         let now = Timestamp(millisecondsSinceEpoch: 1_700_000_000_000)
