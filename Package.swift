@@ -33,6 +33,8 @@ let package = Package(
     products: [
         .executable(name: "pulsegate", targets: ["pulsegate"]),
         .library(name: "PulseGateCore", targets: ["PulseGateCore"]),
+        // the sensor decoders: scripts/fuzz.sh sensors (all, the first byte picks) or one profile
+        .executable(name: "fuzz-sensors", targets: ["FuzzSensors"]),
         .library(name: "PulseGateStore", targets: ["PulseGateStore"]),
         .library(name: "PulseGateDelivery", targets: ["PulseGateDelivery"]),
         .library(name: "PulseGateServer", targets: ["PulseGateServer"]),
@@ -57,6 +59,16 @@ let package = Package(
             name: "CSystemd",
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibUSB",
+            pkgConfig: "libusb-1.0",
+            providers: [.apt(["libusb-1.0-0-dev"])]
+        ),
+        .systemLibrary(
+            name: "CBluetooth",
+            pkgConfig: "bluez",
+            providers: [.apt(["libbluetooth-dev"])]
         ),
 
         // MARK: libraries, in import order (each may import only those above it)
@@ -98,7 +110,7 @@ let package = Package(
         .vendor("Polar", folder: "polar"),
         .target(
             name: "PulseGateSensors",
-            dependencies: ["PulseGateCore"],
+            dependencies: ["CBluetooth", "CLibUSB", "CSystemd", "PulseGateCore"],
             swiftSettings: sharedSwiftSettings
         ),
         .target(
@@ -145,6 +157,7 @@ let package = Package(
             name: "PulseGateServer",
             dependencies: [
                 "PulseGateAccounts",
+                "PulseGateSensors",
                 "PulseGateVendorKit",
                 "PulseGateCore",
                 "PulseGateStore",
@@ -162,6 +175,7 @@ let package = Package(
             dependencies: [
                 "CSystemd",
                 "PulseGateAccounts",
+                "PulseGateSensors",
                 "PulseGateOAuth",
                 "PulseGateVendorKit",
                 // one line per vendor adapter:
@@ -203,11 +217,21 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
 
+        // MARK: fuzz targets (built with -sanitize=fuzzer by scripts/fuzz.sh)
+        .executableTarget(
+            name: "FuzzSensors",
+            dependencies: ["PulseGateSensors", "PulseGateCore"],
+            path: "Fuzz/Sensors",
+            swiftSettings: sharedSwiftSettings
+        ),
+
         // MARK: benchmarks (run with `make bench`; see Benchmarks/README.md)
         .executableTarget(
             name: "pulsegate-bench",
             dependencies: [
-                "PulseGateCore", "PulseGateStore", "PulseGateDelivery",
+                "PulseGateCore", "PulseGateStore", "PulseGateDelivery", "PulseGateDaemon", "PulseGateSensors",
+                "PulseGateTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -224,7 +248,7 @@ let package = Package(
         .target(
             name: "PulseGateTestSupport",
             dependencies: [
-                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
+                "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit", "PulseGateSensors",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/PulseGateTestSupport",
@@ -251,7 +275,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PulseGateSensorsTests",
-            dependencies: ["PulseGateSensors", "PulseGateCore"],
+            dependencies: ["PulseGateSensors", "PulseGateCore", "PulseGateTestSupport"],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 level=${1:-test}
-packages=(libsystemd-dev libsqlite3-dev pkg-config)
+packages=(libsystemd-dev libsqlite3-dev libusb-1.0-0-dev libbluetooth-dev pkg-config)
 if [ "$level" = test ] || [ "$level" = bench ]; then
-  packages+=(systemd python3 python3-venv)
+  # dbus-daemon, python3-dbus, python3-gi: the private bus and the mock org.bluez of the BlueZ backend tests
+  packages+=(systemd python3 python3-venv dbus-daemon python3-dbus python3-gi)
 fi
 if [ "$level" = bench ]; then
   packages+=(wrk)

@@ -25,8 +25,17 @@ import Synchronization
 // 2. delivery  a SinkPump draining the outbox into an HTTP sink (signed NDJSON, batches of 5,000) to
 //              a local receiver, against the baseline: the receiver's own ceiling, i.e. the same
 //              bodies POSTed back to back with the same HTTP client, no outbox.
+// 3. sensors   `pulsegate-bench sensors`: simulated ANT+ sensors through the kiosk path into the
+//              outbox (SensorBench.swift).
 
 let arguments = CommandLine.arguments
+// `pulsegate-bench sensors [--sensors N] [--seconds S]`: only section 3 (see SensorBench.swift).
+if arguments.dropFirst().first == "sensors" {
+    let sensors = arguments.firstIndex(of: "--sensors").flatMap { Int(arguments[$0 + 1]) } ?? 100
+    let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[$0 + 1]) } ?? 20
+    try await runSensorBench(sensors: sensors, seconds: seconds)
+    exit(0)
+}
 let total = arguments.firstIndex(of: "--samples").flatMap { Int(arguments[$0 + 1]) } ?? 1_000_000
 let deliveryTotal = total / 2
 let batch = 1000

@@ -15,9 +15,11 @@ struct ConfigFile: Codable {
     var tokens: Tokens?
     var accounts: Accounts?
     var vendors: [String: Vendor]?
+    var sensors: Sensors?
+    var kiosk: Kiosk?
 
     enum CodingKeys: String, CodingKey {
-        case server, store, outbox, sinks, shutdown, log, tokens, accounts, vendors
+        case server, store, outbox, sinks, shutdown, log, tokens, accounts, vendors, sensors, kiosk
         case stateDirectory = "state_directory"
         case apiKeys = "api_keys"
         case publicURL = "public_url"
@@ -74,6 +76,53 @@ struct ConfigFile: Codable {
             case allowedHosts = "allowed_hosts"
             case backfillDays = "backfill_days"
             case silenceHours = "silence_hours"
+        }
+    }
+
+    /// Direct sensors (a kiosk's Bluetooth adapter and ANT+ sticks).
+    struct Sensors: Codable {
+        /// Which backends to run: `bluez`, `hci`, `ant` (default: bluez, plus ant when a key is given).
+        var backends: [String]?
+        /// D-Bus address of the bus bluetoothd is on (default: the system bus).
+        var bluezBus: String?
+        var hciAdapter: String?
+        /// The ANT+ network key (8 bytes in hex); licensed by the ANT+ alliance, never shipped.
+        var antNetworkKey: String?
+        var antNetworkKeyFile: String?
+        var lostAfterSeconds: Double?
+        var failoverAfterSeconds: Double?
+        enum CodingKeys: String, CodingKey {
+            case backends
+            case bluezBus = "bluez_bus"
+            case hciAdapter = "hci_adapter"
+            case antNetworkKey = "ant_network_key"
+            case antNetworkKeyFile = "ant_network_key_file"
+            case lostAfterSeconds = "lost_after_seconds"
+            case failoverAfterSeconds = "failover_after_seconds"
+        }
+    }
+
+    struct Kiosk: Codable {
+        var stations: [Station]?
+        /// The longest a binding may last (hours).
+        var maxBindingHours: Double?
+        enum CodingKeys: String, CodingKey {
+            case stations
+            case maxBindingHours = "max_binding_hours"
+        }
+
+        struct Station: Codable {
+            var id: String?
+            var name: String?
+            /// `ble:AA:BB:CC:DD:EE:FF` or `ant:<device number>/<device type>`, in default priority order.
+            var sensors: [String]?
+            /// Per metric, the sensors to take it from, best first.
+            var priority: [String: [String]]?
+            var wheelCircumferenceM: Double?
+            enum CodingKeys: String, CodingKey {
+                case id, name, sensors, priority
+                case wheelCircumferenceM = "wheel_circumference_m"
+            }
         }
     }
 

@@ -7,6 +7,7 @@ import PulseGateAccounts
 import PulseGateCore
 import PulseGateDelivery
 import PulseGateOAuth
+import PulseGateSensors
 import PulseGateServer
 import PulseGateStore
 import PulseGateVendorKit
@@ -40,6 +41,7 @@ public final class Daemon: Sendable {
     public let notifier: SystemdNotifier
     public let accounts: AccountStore
     public let engine: AccountEngine
+    let sensors: SensorService
     /// Only made when something speaks HTTP outward (an HTTP sink, a vendor): it must be shut down.
     private let httpClient: HTTPClient?
     private let logger: Logger
@@ -114,6 +116,24 @@ public final class Daemon: Sendable {
         engine = AccountEngine(
             vendors: runtimes, accounts: accounts, outbox: outbox, cipher: cipher, settings: configuration.accounts,
             logger: logger, metricsFactory: telemetry.factory)
+        sensors = SensorService(
+            stations: configuration.sensors.stations, timing: configuration.sensors.timing,
+            backends: Self.sensorBackends(configuration.sensors), outbox: outbox, logger: logger,
+            metricsFactory: telemetry.factory)
+    }
+
+    /// The configured sensor backends (none without stations: a cloud-only daemon opens no radio).
+    public static func sensorBackends(_ c: DaemonConfiguration.SensorConfiguration) -> [any SensorBackend] {
+        guard !c.stations.isEmpty else { return [] }
+        return c.backends.compactMap { name -> (any SensorBackend)? in
+            switch name {
+            case "bluez": return BlueZBackend(busAddress: c.bluezBus)
+            case "hci": return HCIBackend(adapter: c.hciAdapter)
+            // A malformed key was refused by the configuration; `nil` makes the backend say so again.
+            case "ant": return ANTBackend(networkKey: c.antNetworkKey.flatMap { try? ANTNetworkKey(hex: $0.text) })
+            default: return nil
+            }
+        }
     }
 
     /// The manifest's documented defaults merged with the operator's settings for one vendor.
@@ -185,6 +205,8 @@ public final class Daemon: Sendable {
             retryAfterSeconds: configuration.retryAfterSeconds, metricsFactory: telemetry.factory, logger: logger
         ).register(on: router)
         AccountsController(engine: engine, keyring: keyring, logger: logger).register(on: router)
+        KioskController(manager: sensors.manager, keyring: keyring, maxBinding: configuration.sensors.maxBinding)
+            .register(on: router)
         let notifier = self.notifier
         let logger = self.logger
         let sinks = configuration.sinks.map { "\($0.id) (\($0.typeName))" }.joined(separator: ", ")
@@ -193,7 +215,9 @@ public final class Daemon: Sendable {
             router: router,
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port), serverName: "pulsegate"),
-            services: [DeliveryService(pumps: pumps), AccountWorkers(engine: engine, logger: logger), notifier],
+            services: [
+                DeliveryService(pumps: pumps), AccountWorkers(engine: engine, logger: logger), sensors, notifier,
+            ],
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                 logger.notice(

@@ -3,6 +3,8 @@ import Logging
 import PulseGateAccounts
 import PulseGateCore
 import PulseGateDelivery
+import PulseGateOAuth
+import PulseGateSensors
 import PulseGateServer
 import PulseGateStore
 import PulseGateVendorKit
@@ -38,6 +40,18 @@ public struct DaemonConfiguration: Sendable {
     public var previousTokenKeyFiles: [String] = []
     public var accounts = AccountSettings()
     public var vendors: [VendorConfiguration] = []
+    public var sensors = SensorConfiguration()
+
+    /// Direct sensors and kiosk stations; without stations no backend runs.
+    public struct SensorConfiguration: Sendable {
+        public var backends: [String] = []
+        public var bluezBus: String?
+        public var hciAdapter = "hci0"
+        public var antNetworkKey: Secret?
+        public var timing = SensorManager.Timing()
+        public var stations: [Station] = []
+        public var maxBinding = Duration.seconds(12 * 3600)
+    }
 
     /// One vendor app as configured; the manifest supplies everything not given here.
     public struct VendorConfiguration: Sendable {
@@ -387,6 +401,7 @@ public struct DaemonConfiguration: Sendable {
             c.apiKeys.append(APIKey(name: name, sha256: hash, scopes: scopes, rateLimit: limit))
         }
         try resolveAccounts(file, into: &c, environment: environment, baseDirectory: baseDirectory)
+        try resolveSensors(file, into: &c, environment: environment, baseDirectory: baseDirectory)
         return c
     }
 
@@ -530,6 +545,100 @@ public struct DaemonConfiguration: Sendable {
                     id: id, clientID: clientID, clientSecret: secret, scopes: entry.scopes, urls: entry.urls ?? [:],
                     allowedHosts: entry.allowedHosts ?? [], secrets: secrets, backfillDays: entry.backfillDays,
                     silenceHours: entry.silenceHours))
+        }
+    }
+}
+
+extension DaemonConfiguration {
+    /// `sensors` and `kiosk`: backends, the ANT+ key, timing, stations with their sensors and priorities.
+    static func resolveSensors(
+        _ file: ConfigFile, into c: inout DaemonConfiguration, environment: [String: String], baseDirectory: String
+    ) throws(ConfigError) {
+        let s = file.sensors
+        c.sensors.bluezBus = s?.bluezBus
+        if let adapter = s?.hciAdapter {
+            guard adapter.hasPrefix("hci"), Int(adapter.dropFirst(3)) != nil else {
+                throw ConfigError(key: "sensors.hci_adapter", "must name an adapter like hci0")
+            }
+            c.sensors.hciAdapter = adapter
+        }
+        c.sensors.antNetworkKey = try readSecret(
+            inline: s?.antNetworkKey, file: s?.antNetworkKeyFile, key: "sensors.ant_network_key",
+            environment: environment, baseDirectory: baseDirectory)
+        if let key = c.sensors.antNetworkKey {
+            let hex = key.text.filter { !$0.isWhitespace }
+            guard hex.count == 16, [UInt8](hex: hex) != nil else {
+                throw ConfigError(key: "sensors.ant_network_key", "must be 8 bytes in hex (16 hex digits)")
+            }
+        }
+        let known = ["bluez", "hci", "ant"]
+        let backends = s?.backends ?? (c.sensors.antNetworkKey == nil ? ["bluez"] : ["bluez", "ant"])
+        for (i, name) in backends.enumerated() where !known.contains(name) {
+            throw ConfigError(key: "sensors.backends[\(i)]", "unknown backend '\(name)' (known: bluez, hci, ant)")
+        }
+        if backends.contains("ant"), c.sensors.antNetworkKey == nil {
+            throw ConfigError(
+                key: "sensors.ant_network_key",
+                "the ant backend needs the ANT+ network key (licensed from the ANT+ alliance; never shipped)")
+        }
+        c.sensors.backends = backends
+        if let lost = s?.lostAfterSeconds {
+            guard (1...600).contains(lost) else {
+                throw ConfigError(key: "sensors.lost_after_seconds", "must be 1...600")
+            }
+            c.sensors.timing.lostAfter = .milliseconds(Int64(lost * 1000))
+        }
+        if let after = s?.failoverAfterSeconds {
+            guard (0.5...600).contains(after) else {
+                throw ConfigError(key: "sensors.failover_after_seconds", "must be 0.5...600")
+            }
+            c.sensors.timing.failoverAfter = .milliseconds(Int64(after * 1000))
+        }
+        if let hours = file.kiosk?.maxBindingHours {
+            guard hours > 0, hours <= 168 else {
+                throw ConfigError(key: "kiosk.max_binding_hours", "must be more than 0 and at most 168")
+            }
+            c.sensors.maxBinding = .seconds(Int64(hours * 3600))
+        }
+        var ids = Set<String>()
+        for (i, entry) in (file.kiosk?.stations ?? []).enumerated() {
+            let key = "kiosk.stations[\(i)]"
+            guard let id = entry.id, (1...63).contains(id.utf8.count),
+                id.utf8.allSatisfy({ isLowerAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") })
+            else { throw ConfigError(key: "\(key).id", "required: lowercase letters, digits, '-' or '_'") }
+            guard ids.insert(id).inserted else { throw ConfigError(key: "\(key).id", "'\(id)' is used twice") }
+            func sensor(_ text: String, _ at: String) throws(ConfigError) -> SensorID {
+                guard let parsed = SensorID(parsing: text) else {
+                    throw ConfigError(
+                        key: at, "'\(text)' is not a sensor (ble:AA:BB:CC:DD:EE:FF or ant:<device number>/<type>)")
+                }
+                return parsed
+            }
+            var sensors = [SensorID]()
+            for (j, text) in (entry.sensors ?? []).enumerated() {
+                sensors.append(try sensor(text, "\(key).sensors[\(j)]"))
+            }
+            guard !sensors.isEmpty else {
+                throw ConfigError(key: "\(key).sensors", "a station needs at least one sensor")
+            }
+            var priority = [String: [SensorID]]()
+            for (metric, list) in entry.priority ?? [:] {
+                guard Metric.named(metric) != nil else {
+                    throw ConfigError(key: "\(key).priority.\(metric)", "unknown metric")
+                }
+                var ranked = [SensorID]()
+                for (j, text) in list.enumerated() {
+                    ranked.append(try sensor(text, "\(key).priority.\(metric)[\(j)]"))
+                }
+                priority[metric] = ranked
+            }
+            let wheel = entry.wheelCircumferenceM ?? 2.096
+            guard (0.5...4).contains(wheel) else {
+                throw ConfigError(key: "\(key).wheel_circumference_m", "must be 0.5...4 metres")
+            }
+            c.sensors.stations.append(
+                Station(
+                    id: id, name: entry.name ?? id, sensors: sensors, priority: priority, wheelCircumference: wheel))
         }
     }
 }

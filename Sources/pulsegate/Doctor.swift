@@ -6,6 +6,7 @@ import PulseGateCore
 import PulseGateDaemon
 import PulseGateDelivery
 import PulseGateOAuth
+import PulseGateSensors
 import PulseGateStore
 
 /// `pulsegate doctor`: one verdict per line for everything the daemon needs, and exit 1 if any failed.
@@ -64,7 +65,45 @@ struct Doctor: AsyncParsableCommand {
                 "\(summary)\(relink > 0 ? " (people must link again)" : ""); webhooks at \(config.publicURL)/v1/webhooks/\(vendor.id)"
             )
         }
+        await sensorVerdicts(config.sensors, verdict: verdict)
         await daemon.close()
         if failures > 0 { throw ExitCode(1) }
+    }
+}
+
+extension Doctor {
+    /// The Bluetooth adapter and ANT+ sticks: a short scan on each backend. Finding none is a plain
+    /// message for a daemon without kiosk stations (it serves cloud vendors), and a failure only when
+    /// stations are configured and their backend cannot run.
+    func sensorVerdicts(
+        _ sensors: DaemonConfiguration.SensorConfiguration, verdict: (Bool, String, String) -> Void
+    ) async {
+        let kiosk = !sensors.stations.isEmpty
+        var probe = sensors
+        if !kiosk {
+            probe.backends = ["bluez"] + (sensors.antNetworkKey == nil ? [] : ["ant"])
+            probe.stations = [Station(id: "doctor", name: "doctor", sensors: [])]
+        }
+        for backend in Daemon.sensorBackends(probe) {
+            let what = backend.name == "ant" ? "ANT+ sticks (ant)" : "Bluetooth (\(backend.name))"
+            do {
+                let found = try await backend.scan(seconds: 2)
+                verdict(true, what, "scanning works; \(found.count) sensor(s) heard in 2 s")
+            } catch {
+                let needed = kiosk && sensors.backends.contains(backend.name)
+                verdict(!needed, what, needed ? error.message : "\(error.message) (no kiosk stations configured)")
+            }
+        }
+        if !kiosk {
+            if sensors.antNetworkKey == nil {
+                verdict(
+                    true, "ANT+ sticks (ant)", "not checked: no ANT+ network key configured (sensors.ant_network_key)")
+            }
+            verdict(true, "kiosk", "no stations configured: direct sensors are off")
+        } else {
+            verdict(
+                true, "kiosk",
+                "\(sensors.stations.count) station(s): \(sensors.stations.map(\.id).joined(separator: ", "))")
+        }
     }
 }

@@ -1,12 +1,71 @@
 import ArgumentParser
 import Foundation
 import PulseGateCore
+import PulseGateDaemon
 import PulseGateSensors
 
 /// `pulsegate sensors`: tools for the people who install sensors.
 struct SensorsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "sensors", abstract: "Sensor tools.", subcommands: [Decode.self])
+        commandName: "sensors", abstract: "Sensor tools.", subcommands: [Scan.self, Decode.self])
+
+    /// Lists what every configured backend hears, with signal strength: the first thing an installer
+    /// runs beside a new bike. A backend that cannot run here says why on its own line.
+    struct Scan: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Scan for sensors on every backend (BlueZ, raw HCI, ANT+) and list them with RSSI.",
+            discussion:
+                "Backends come from the configuration's sensors.backends (default: bluez, plus ant when an ANT+ network key is configured); --backend picks others. Exit 0 when at least one backend could scan, 69 when none could."
+        )
+        @OptionGroup var options: ConfigOptions
+        @Option(help: "Seconds to listen.") var seconds: Double = 10
+        @Option(name: .customLong("backend"), help: "bluez, hci or ant (repeatable; default: the configured ones).")
+        var backends: [String] = []
+        @Flag(help: "One JSON object per sensor instead of a table.") var json = false
+
+        func validate() throws {
+            guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be 0…600") }
+            for b in backends where !["bluez", "hci", "ant"].contains(b) {
+                throw ValidationError("unknown backend '\(b)'; one of bluez, hci, ant")
+            }
+        }
+
+        func run() async throws {
+            var config = try options.load().sensors
+            if !backends.isEmpty { config.backends = backends }
+            // Scanning needs no station; build the backends as if one were configured.
+            config.stations = [Station(id: "scan", name: "scan", sensors: [])]
+            var scanned = 0
+            var rows = [SensorAdvert]()
+            for backend in Daemon.sensorBackends(config) {
+                do {
+                    let found = try await backend.scan(seconds: seconds)
+                    scanned += 1
+                    rows += found
+                    FileHandle.standardError.write(Data("\(backend.name): \(found.count) sensor(s)\n".utf8))
+                } catch {
+                    FileHandle.standardError.write(Data("\(backend.name): \(error.message)\n".utf8))
+                }
+            }
+            for advert in rows.sorted(by: { ($0.rssi ?? -200) > ($1.rssi ?? -200) }) {
+                if json {
+                    var object: [String: JSONValue] = [
+                        "id": .string(advert.id.description), "backend": .string(advert.backend),
+                        "profiles": .array(advert.profiles.map(JSONValue.string)),
+                    ]
+                    if let name = advert.name { object["name"] = .string(name) }
+                    if let rssi = advert.rssi { object["rssi"] = .int(Int64(rssi)) }
+                    print(String(decoding: JSONValue.object(object).bytes, as: UTF8.self))
+                } else {
+                    let rssi = advert.rssi.map { "\($0) dBm" } ?? "-"
+                    print(
+                        "\(advert.backend)\t\(advert.id)\t\(rssi)\t\(advert.name ?? "-")\t\(advert.profiles.joined(separator: ","))"
+                    )
+                }
+            }
+            if scanned == 0 { throw ExitCode(69) }
+        }
+    }
 
     /// Decodes raw payloads of one sensor in order, so values derived across payloads (cadence from
     /// crank revolutions, RR from beat times) show too, and prints the canonical samples as NDJSON.
