@@ -10,15 +10,15 @@ let sharedSwiftSettings: [SwiftSetting] = [
 
 extension Target {
     /// A vendor adapter target: its folder holds the code, `vendor.yaml` (a resource the adapter reads)
-    /// and an operator's README.
-    static func vendor(_ name: String, folder: String) -> Target {
+    /// and an operator's README. `fit`: the vendor hands over FIT files (PulseGateFIT decodes them).
+    static func vendor(_ name: String, folder: String, fit: Bool = false) -> Target {
         .target(
             name: "PulseGateVendor\(name)",
             dependencies: [
                 "PulseGateCore", "PulseGateOAuth", "PulseGateVendorKit",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + (fit ? ["PulseGateFIT"] : []),
             path: "vendors/\(folder)",
             exclude: ["README.md"],
             resources: [.copy("vendor.yaml")],
@@ -33,6 +33,9 @@ let package = Package(
     products: [
         .executable(name: "pulsegate", targets: ["pulsegate"]),
         .library(name: "PulseGateCore", targets: ["PulseGateCore"]),
+        .library(name: "PulseGateFIT", targets: ["PulseGateFIT"]),
+        // libFuzzer target for the FIT decoder: scripts/fuzz.sh fit (a plain build replays saved inputs)
+        .executable(name: "fuzz-fit", targets: ["FuzzFIT"]),
         // the sensor decoders: scripts/fuzz.sh sensors (all, the first byte picks) or one profile
         .executable(name: "fuzz-sensors", targets: ["FuzzSensors"]),
         .library(name: "PulseGateStore", targets: ["PulseGateStore"]),
@@ -111,6 +114,11 @@ let package = Package(
         .target(
             name: "PulseGateSensors",
             dependencies: ["CBluetooth", "CLibUSB", "CSystemd", "PulseGateCore"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "PulseGateFIT",
+            dependencies: ["PulseGateCore"],
             swiftSettings: sharedSwiftSettings
         ),
         .target(
@@ -204,6 +212,7 @@ let package = Package(
             dependencies: [
                 "PulseGateAccounts",
                 "PulseGateSensors",
+                "PulseGateFIT",
                 "PulseGateOAuth",
                 "PulseGateVendorKit",
                 "PulseGateCore",
@@ -218,6 +227,12 @@ let package = Package(
         ),
 
         // MARK: fuzz targets (built with -sanitize=fuzzer by scripts/fuzz.sh)
+        .executableTarget(
+            name: "FuzzFIT",
+            dependencies: ["PulseGateFIT", "PulseGateCore"],
+            path: "Fuzz/FIT",
+            swiftSettings: sharedSwiftSettings
+        ),
         .executableTarget(
             name: "FuzzSensors",
             dependencies: ["PulseGateSensors", "PulseGateCore"],
@@ -276,6 +291,12 @@ let package = Package(
         .testTarget(
             name: "PulseGateSensorsTests",
             dependencies: ["PulseGateSensors", "PulseGateCore", "PulseGateTestSupport"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "PulseGateFITTests",
+            dependencies: ["PulseGateFIT", "PulseGateCore"],
+            resources: [.copy("Fixtures")],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

@@ -19,7 +19,7 @@ struct PulseGate: AsyncParsableCommand {
         version: PulseGateVersion.current,
         subcommands: [
             Serve.self, Doctor.self, ConfigCommand.self, OutboxCommand.self, APIKeyCommand.self, VendorsCommand.self,
-            ReplayCommand.self, TokensCommand.self, SensorsCommand.self, Version.self,
+            ReplayCommand.self, TokensCommand.self, SensorsCommand.self, FitCommand.self, Version.self,
         ]
     )
 }
