@@ -218,7 +218,20 @@ extension AccountEngine {
             let context = try connectionContext(connection, token: token)
             // Samples first, then the job's end: a crash in between repeats the fetch, and the
             // deterministic ids make the repeat harmless downstream.
-            var sampled = try await emitSamples(of: outcome.records, vendor: vendor, connection: context, now: now) > 0
+            let raws = outcome.records.map {
+                RawPayload(
+                    vendor: vendor.id, connectionID: connection.id, subject: connection.subject, recordKey: $0.key,
+                    mappingVersion: vendor.adapter.mappingVersion, fetchedAt: now.millisecondsSinceEpoch, body: $0.body)
+            }
+            var sampled: Bool
+            do {
+                sampled = try await emitSamples(of: outcome.records, vendor: vendor, connection: context, now: now) > 0
+            } catch let error as VendorError {
+                // A record that cannot be mapped (a corrupt FIT file) is kept all the same, so nothing
+                // the vendor gave is lost: `pulsegate replay` maps it after a fix. The job is parked.
+                try? await accounts.keepRaw(raws)
+                throw error
+            }
             let tombstones = outcome.deletedRecordIDs.map {
                 DataEvent(
                     kind: .tombstone, subject: connection.subject, vendor: vendor.id, recordID: $0, at: now,
@@ -231,12 +244,7 @@ extension AccountEngine {
             }
             try await accounts.completeFetch(
                 jobID: job.id, connectionID: connection.id,
-                raws: outcome.records.map {
-                    RawPayload(
-                        vendor: vendor.id, connectionID: connection.id, subject: connection.subject, recordKey: $0.key,
-                        mappingVersion: vendor.adapter.mappingVersion, fetchedAt: now.millisecondsSinceEpoch,
-                        body: $0.body)
-                },
+                raws: raws,
                 cursor: outcome.cursor?.bytes,
                 followUps: outcome.followUps.map {
                     jobSpec($0, connection: connection, due: now.millisecondsSinceEpoch)

@@ -1,8 +1,13 @@
 import PulseGateVendorFitbit
+import PulseGateVendorGarmin
 import PulseGateVendorKit
 import PulseGateVendorOura
 import PulseGateVendorPolar
 import PulseGateVendorStrava
+import PulseGateVendorSuunto
+import PulseGateVendorWahoo
+import PulseGateVendorWhoop
+import PulseGateVendorWithings
 
 /// Every vendor adapter built into this daemon: one line per vendor (see vendors/README.md).
 public enum VendorRegistry {
@@ -17,7 +22,12 @@ public enum VendorRegistry {
             try StravaAdapter(),
             try FitbitAdapter(),
             try PolarAdapter(),
+            try GarminAdapter(),
             try OuraAdapter(),
+            try WhoopAdapter(),
+            try WahooAdapter(),
+            try WithingsAdapter(),
+            try SuuntoAdapter(),
         ]
     }
 }

@@ -52,6 +52,10 @@ public struct AccountsController: Sendable {
         router.on("/v1/webhooks/{vendor}", method: .post) { request, context in
             try await webhook(request, context: context)
         }
+        // Withings checks a callback URL with HEAD before it accepts a subscription.
+        router.on("/v1/webhooks/{vendor}", method: .head) { request, context in
+            try await webhook(request, context: context)
+        }
     }
 
     /// Maps an engine error to the API's JSON error.

@@ -682,6 +682,11 @@ public final class AccountStore: Sendable {
         }
     }
 
+    /// Keeps raw records outside a fetch's completion (records that could not be mapped).
+    public func keepRaw(_ raws: [RawPayload]) async throws(StoreError) {
+        try await write("keeping raw payloads") { db in try Self.keepRaw(db, raws) }
+    }
+
     /// One kept raw record, or `nil` when it is gone (purged, or the connection was unlinked).
     public func rawPayload(vendor: String, connectionID: String, recordKey: String) async throws(StoreError)
         -> RawPayload?

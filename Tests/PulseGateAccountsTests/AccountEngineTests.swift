@@ -348,6 +348,22 @@ struct Harness {
             vendor: "strava", since: Timestamp(millisecondsSinceEpoch: 0))
         #expect(records >= 1 && replayed >= points, "replay streams the kept record again")
     }
+
+    @Test func aFetchedRecordThatCannotBeMappedIsKeptAndItsJobParked() async throws {
+        let pushing = PushingAdapter()
+        let h = try Harness(wrap: { pushing.wrapping($0) })
+        let c = try await h.link()
+        let body = #"{"owner_id":134815,"key":"broken"}"#
+        #expect(await h.engine.receiveWebhook(vendor: "strava", request: webhook(body)).status == 200)
+        _ = await h.engine.processInbox()
+        while await h.engine.runJobs() > 0 {}
+        let kept = try await h.accounts.rawPayload(vendor: "strava", connectionID: c.id, recordKey: "broken")
+        #expect(kept?.body == [0x0E, 0x10], "the vendor's bytes are kept for a replay after a fix")
+        let parked = try await h.store.pool.read { db in
+            try String.fetchOne(db, sql: "SELECT last_error FROM job WHERE dedupe_key LIKE '%broken'")
+        }
+        #expect(parked?.contains("header too short") == true, "\(parked ?? "no job")")
+    }
 }
 
 /// Strava with one change: a notification carries its data (like a Garmin push) — `points` heart-rate
@@ -374,11 +390,19 @@ final class PushingAdapter: Sendable {
         func notifications(in body: [UInt8]) throws(VendorError) -> [VendorNotification] {
             let json = try JSONValue.vendorPayload(body)
             guard let owner = json["owner_id"]?.int, let key = json["key"]?.string else { throw .malformed("no owner") }
+            if key == "broken" {
+                return [
+                    VendorNotification(vendorUserID: "\(owner)", action: .fetch(FetchTask(kind: "broken", key: key)))
+                ]
+            }
             return [VendorNotification(vendorUserID: "\(owner)", action: .records([RawRecord(key: key, body: body)]))]
         }
         func fetch(_ task: FetchTask, connection: ConnectionContext, context: VendorContext) async throws(VendorError)
             -> FetchOutcome
-        { try await base.fetch(task, connection: connection, context: context) }
+        {
+            if task.kind == "broken" { return FetchOutcome(records: [RawRecord(key: "broken", body: [0x0E, 0x10])]) }
+            return try await base.fetch(task, connection: connection, context: context)
+        }
         func map(_ record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError) -> [Sample] {
             var all = try samples(of: record, connection: connection, now: now)
             return try all.all()
@@ -386,6 +410,7 @@ final class PushingAdapter: Sendable {
         func samples(of record: RawRecord, connection: ConnectionContext, now: Timestamp) throws(VendorError)
             -> any SampleSource
         {
+            if record.key == "broken" { throw .malformed("not a FIT file: header too short (at byte 0)") }
             guard let json = try? JSONValue.parse(record.body), let points = json["points"]?.int else {
                 return try base.samples(of: record, connection: connection, now: now)
             }

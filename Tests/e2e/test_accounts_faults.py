@@ -604,17 +604,19 @@ def test_token_key_rotation_keeps_the_polar_webhook_key(env, tmp_path):
 # 8. CLI
 
 
+VENDORS = ("strava", "fitbit", "polar", "oura", "garmin", "wahoo", "suunto", "withings", "whoop")
+
+
 def test_cli_vendors_config_check_and_replay(env, tmp_path, pulsegate_bin):
-    """`pulsegate vendors --json` lists the four adapters and which are configured; `config check` names
+    """`pulsegate vendors --json` lists every adapter and which are configured; `config check` names
     the failing key and exits 78; `pulsegate replay` re-emits the same sample ids from kept raw payloads."""
     daemon, emu, key = env("strava", vendor_extra={"backfill_days": 0})
 
     p = daemon.cli("vendors", "--json")
     assert p.returncode == 0, pgtest.cli_result(p)
     rows = {v["id"]: v for v in json.loads(p.stdout)}
-    assert set(rows) == {"strava", "fitbit", "polar", "oura"}, rows.keys()
-    assert {k: v["configured"] for k, v in rows.items()} == {"strava": True, "fitbit": False, "polar": False,
-                                                            "oura": False}
+    assert set(rows) == set(VENDORS), rows.keys()
+    assert {k: v["configured"] for k, v in rows.items()} == {v: v == "strava" for v in VENDORS}
     assert rows["strava"]["callback_url"] == daemon.url("/v1/oauth/strava/callback")
     assert rows["strava"]["webhook_url"] == daemon.url("/v1/webhooks/strava")
 

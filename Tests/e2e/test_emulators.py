@@ -722,3 +722,494 @@ def test_many_users_and_concurrent_refreshes(emu_factory):
     assert errors == []
     st = emu.state(brief=True)
     assert st["user_count"] == 10_001 and st["refreshes_served"] == 2000 and st["refresh_reuse"] == {}
+
+
+# ------------------------------------------------------------------------------------------------ WHOOP
+
+WHOOP_SCOPE = "offline read:profile read:sleep read:recovery read:workout"
+
+
+def test_whoop_oauth_state_offline_and_rotation(emu_factory):
+    from emulators import whoop
+    emu = emu_factory("whoop")
+    # WHOOP wants a state of at least 8 characters.
+    q = query(emu.consent(authorize_url(emu, WHOOP_SCOPE, state="short")))
+    assert q["error"] == "invalid_state" and q["state"] == "short"
+    t = link(emu, scope=WHOOP_SCOPE, state="state-0001")
+    assert set(t) == {"access_token", "expires_in", "refresh_token", "scope", "token_type"}
+    assert t["expires_in"] == 3600 and t["token_type"] == "bearer" and t["scope"] == WHOOP_SCOPE
+    # Without offline there is no refresh token.
+    t2 = link(emu, scope="read:sleep", state="state-0002")
+    assert "refresh_token" not in t2
+    # Every refresh rotates; scope=offline (WHOOP's tutorials) and no scope (RFC 6749 §6) both work.
+    r = token_request(emu, {"grant_type": "refresh_token", "refresh_token": t["refresh_token"], "scope": "offline"})
+    assert r.status_code == 200 and r.json()["refresh_token"] != t["refresh_token"]
+    r2 = refresh(emu, r.json()["refresh_token"])
+    assert r2.status_code == 200 and r2.json()["refresh_token"] != r.json()["refresh_token"]
+    assert emu.state()["refresh_scope_param"] == {"offline": 1, "other": 0, "none": 1}
+    # Client credentials only in the body.
+    basic = HTTP.post(emu.url(emu.token_path), data={"grant_type": "refresh_token",
+                                                     "refresh_token": r2.json()["refresh_token"]},
+                      auth=(CLIENT_ID, CLIENT_SECRET), timeout=10)
+    assert basic.status_code == 401 and basic.json()["error"] == "invalid_client"
+    # Revocation ends the grant (204) and the token stops working.
+    access = r2.json()["access_token"]
+    assert HTTP.delete(emu.url("/developer/v2/user/access"), headers=bearer(access), timeout=10).status_code == 204
+    assert HTTP.get(emu.url("/developer/v2/user/profile/basic"), headers=bearer(access), timeout=10).status_code == 401
+    assert whoop.sign("test-secret", "1748241241000",
+                      b'{"user_id":10129,"id":10235,"type":"workout.updated",'
+                      b'"trace_id":"d3709ee7-104e-4f70-a928-2932964b017b"}') == \
+        "7tbyl5bqf4mUAO4dLq5J5lxjZ/Da/76/RK645/MqImY="        # vector B2
+
+
+def test_whoop_records_paging_scores_and_rate_limits(emu_factory):
+    emu = emu_factory("whoop", rate_limit_per_min=40)
+    t = link(emu, scope=WHOOP_SCOPE, state="state-0003")
+    h = bearer(t["access_token"])
+    now = time.time()
+    nights = [emu.create_sleep(10129, start=now - (d + 1) * 86400, seconds=7 * 3600) for d in range(6)]
+    nap = emu.create_sleep(10129, start=now - 86400 + 9 * 3600, seconds=1200, nap=True)
+    assert nap["recovery"] is None and nap["sleep"]["cycle_id"] == nights[0]["sleep"]["cycle_id"]
+    r = HTTP.get(emu.url("/developer/v2/activity/sleep"), params={"limit": 4}, headers=h, timeout=10)
+    page = r.json()
+    assert r.status_code == 200 and len(page["records"]) == 4 and page["next_token"]
+    starts = [rec["start"] for rec in page["records"]]
+    assert starts == sorted(starts, reverse=True), "newest first"
+    r = HTTP.get(emu.url("/developer/v2/activity/sleep"), params={"limit": 4, "nextToken": page["next_token"]},
+                 headers=h, timeout=10)
+    assert len(r.json()["records"]) == 3 and "next_token" not in r.json()
+    assert HTTP.get(emu.url("/developer/v2/activity/sleep"), params={"limit": 26}, headers=h,
+                    timeout=10).status_code == 400
+    # A recovery by cycle, naming its sleep; the sleep by id; a score only when SCORED.
+    s = nights[0]["sleep"]
+    rec = HTTP.get(emu.url(f"/developer/v2/cycle/{s['cycle_id']}/recovery"), headers=h, timeout=10).json()
+    assert rec["sleep_id"] == s["id"] and rec["score_state"] == "SCORED" and "hrv_rmssd_milli" in rec["score"]
+    assert HTTP.get(emu.url(f"/developer/v2/activity/sleep/{s['id']}"), headers=h, timeout=10).json() == s
+    pending = emu.create_workout(10129, score_state="PENDING_SCORE")
+    assert "score" not in pending
+    scored = emu.update_record("workout", pending["id"], score_state="SCORED")
+    assert scored["score"]["distance_meter"] > 0
+    # Rate-limit headers (developer.whoop.com/docs/developing/rate-limiting) and the 429 beyond them.
+    r = HTTP.get(emu.url("/developer/v2/user/profile/basic"), headers=h, timeout=10)
+    assert r.headers["X-RateLimit-Limit"] == "40, 40;window=60, 10000;window=86400"
+    remaining = int(r.headers["X-RateLimit-Remaining"])
+    assert 0 < remaining < 40 and 0 <= int(r.headers["X-RateLimit-Reset"]) <= 60
+    for _ in range(remaining):
+        HTTP.get(emu.url("/developer/v2/user/profile/basic"), headers=h, timeout=10)
+    r = HTTP.get(emu.url("/developer/v2/user/profile/basic"), headers=h, timeout=10)
+    assert r.status_code == 429 and r.headers["X-RateLimit-Remaining"] == "0"
+    assert emu.state()["rate_limited_answers"] == 1
+
+
+def test_whoop_webhooks_signed_to_the_dashboard_url_for_linked_users(emu_factory, hook_factory):
+    from emulators import whoop
+    hook = hook_factory()
+    emu = emu_factory("whoop", webhook_url=hook.url)
+    made = emu.create_sleep(10129, notify=True)
+    assert made["webhooks"] == [None, None], "no grant yet: nothing is announced"
+    t = link(emu, scope=WHOOP_SCOPE, state="state-0004")
+    made = emu.create_sleep(10129, notify=True)
+    assert [w["status"] for w in made["webhooks"]] == [200, 200]
+    posts = hook.posts()
+    bodies = [json.loads(p["body"]) for p in posts]
+    assert [(b["type"], b["id"], b["user_id"]) for b in bodies] == [
+        ("sleep.updated", made["sleep"]["id"], 10129), ("recovery.updated", made["sleep"]["id"], 10129)]
+    assert list(bodies[0]) == ["user_id", "id", "type", "trace_id"]
+    for p in posts:
+        ts = p["headers"]["x-whoop-signature-timestamp"]
+        assert len(ts) == 13 and abs(int(ts) - time.time() * 1000) < 60_000, "epoch milliseconds"
+        assert p["headers"]["x-whoop-signature"] == whoop.sign(CLIENT_SECRET, ts, p["body"])
+    gone = emu.delete_sleep(made["sleep"]["id"])
+    assert [json.loads(w["body"])["type"] for w in gone["webhooks"]] == ["sleep.deleted", "recovery.deleted"]
+    HTTP.delete(emu.url("/developer/v2/user/access"), headers=bearer(t["access_token"]), timeout=10)
+    assert emu.create_workout(10129, notify=True)["webhook"] is None, "revoked: no more webhooks"
+
+
+# ------------------------------------------------------------------------------------------- withings
+
+WITHINGS_SCOPE = "user.info,user.metrics,user.activity"
+
+
+def withings_token(emu, form: dict, action: str | None = "requesttoken", url: str | None = None) -> dict:
+    """A Withings token-endpoint call, the action in the form body: HTTP 200 always, the envelope decides."""
+    data = {**({"action": action} if action else {}), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
+    r = HTTP.post(url or emu.urls()["token"], data=data, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def withings_link(emu) -> dict:
+    q = query(emu.consent(authorize_url(emu, WITHINGS_SCOPE)))
+    answer = withings_token(emu, {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT})
+    assert answer["status"] == 0, answer
+    return answer["body"]
+
+
+def withings_call(emu, path: str, token: str, **form) -> dict:
+    r = HTTP.post(emu.url(path), data=form, headers=bearer(token), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_withings_token_envelope_and_rotation(emu_factory):
+    emu = emu_factory("withings")
+    q = query(emu.consent(authorize_url(emu, WITHINGS_SCOPE)))
+    # The token URL is the plain endpoint; without the action in the body it does not know what is
+    # asked, and an action in the query string is not read.
+    assert emu.urls()["token"] == emu.url("/v2/oauth2")
+    assert withings_token(emu, {"grant_type": "authorization_code", "code": q["code"]}, action=None)["status"] == 2554
+    assert withings_token(emu, {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT},
+                          action=None, url=emu.url("/v2/oauth2?action=requesttoken"))["status"] == 2554
+    body = withings_token(emu, {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT})
+    assert body["status"] == 0 and body["body"]["userid"] == "12345", body
+    tok = body["body"]
+    assert tok["scope"] == WITHINGS_SCOPE and tok["expires_in"] == 10800 and tok["token_type"] == "Bearer"
+    unknown = withings_token(emu, {"grant_type": "authorization_code", "code": "0" * 40, "redirect_uri": REDIRECT})
+    assert unknown == {"status": 503, "body": {}, "error": "Invalid Params: invalid code"}
+    bad_client = withings_token(emu, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"],
+                                      "client_secret": "wrong"})
+    assert bad_client["status"] == 503 and "client_secret" in bad_client["error"]
+
+    # Rotation: a new refresh token each time; the replaced one dies once the new access token is used.
+    r1 = withings_token(emu, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]})["body"]
+    assert r1["refresh_token"] != tok["refresh_token"]
+    assert withings_call(emu, "/measure", r1["access_token"], action="getmeas")["status"] == 0
+    dead = withings_token(emu, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]})
+    assert dead == {"status": 503, "body": {}, "error": "Invalid Params: invalid refresh_token"}
+    # ... or 8 hours after it was replaced.
+    r2 = withings_token(emu, {"grant_type": "refresh_token", "refresh_token": r1["refresh_token"]})["body"]
+    emu.advance_clock(8 * 3600 + 5)
+    late = withings_token(emu, {"grant_type": "refresh_token", "refresh_token": r1["refresh_token"]})
+    assert late["status"] == 503 and "refresh_token" in late["error"]
+    # The old access token has expired by now: status 401 inside an HTTP 200.
+    expired = withings_call(emu, "/measure", r2["access_token"], action="getmeas")
+    assert expired["status"] == 401 and "invalid_token" in expired["error"]
+
+
+def test_withings_signed_revoke(emu_factory):
+    from emulators import withings
+    assert withings.sign("my-client-secret", action="getnonce", client_id="my-client-id", timestamp="1700000000") \
+        == "9e39001b55385a74659709a410b02b01eaf59631da91da750138b5645ca3b5ee"   # vector B7
+    emu = emu_factory("withings")
+    tok = withings_link(emu)
+    ts = str(int(time.time()))
+
+    def nonce(signature):
+        r = HTTP.post(emu.url("/v2/signature"), data={"action": "getnonce", "client_id": CLIENT_ID, "timestamp": ts,
+                                                      "signature": signature}, timeout=10)
+        return r.json()
+
+    assert nonce("0" * 64)["status"] == 342
+    n = nonce(withings.sign(CLIENT_SECRET, action="getnonce", client_id=CLIENT_ID, timestamp=ts))["body"]["nonce"]
+    form = {"action": "revoke", "client_id": CLIENT_ID, "nonce": n, "userid": "12345",
+            "signature": withings.sign(CLIENT_SECRET, action="revoke", client_id=CLIENT_ID, nonce=n)}
+    assert HTTP.post(emu.url("/v2/oauth2"), data=form, timeout=10).json() == {"status": 0, "body": {}}
+    assert withings_call(emu, "/measure", tok["access_token"], action="getmeas")["status"] == 401
+    assert [r["via"] for r in emu.state()["revocations"]] == ["revoke"]
+    # A nonce is good for one call.
+    assert HTTP.post(emu.url("/v2/oauth2"), data=form, timeout=10).json()["status"] == 503
+
+
+def test_withings_subscriptions_check_the_callback_and_notify_by_form(emu_factory, hook_factory):
+    emu = emu_factory("withings")
+    tok = withings_link(emu)
+    ok = hook_factory()
+    ok.server.RequestHandlerClass.do_HEAD = ok.server.RequestHandlerClass.do_GET
+    answer = withings_call(emu, "/notify", tok["access_token"], action="subscribe", callbackurl=ok.url + "?k=v",
+                           appli="1", comment="test")
+    assert answer["status"] == 0, answer
+    assert [r["method"] for r in ok.requests] == ["HEAD"]
+    listed = withings_call(emu, "/notify", tok["access_token"], action="list")["body"]["profiles"]
+    assert [(p["appli"], p["callbackurl"]) for p in listed] == [(1, ok.url + "?k=v")]
+    # A callback that does not answer HEAD with 2xx is refused.
+    refused = hook_factory()            # no HEAD handler: 501
+    answer = withings_call(emu, "/notify", tok["access_token"], action="subscribe", callbackurl=refused.url, appli="4")
+    assert answer["status"] == 293, answer
+    # Sleep needs user.activity, granted; bed-in (50) needs user.sleepevents, not granted.
+    assert withings_call(emu, "/notify", tok["access_token"], action="subscribe", callbackurl=ok.url,
+                         appli="50")["status"] == 277
+
+    group = emu.create_measure_group(12345, measures=[(1, 72500, -3)], notify=True)
+    assert group["webhook"]["status"] == 200
+    [post] = ok.posts()
+    assert post["headers"]["content-type"] == "application/x-www-form-urlencoded"
+    assert post["query"] == {"k": "v"}
+    assert parse_qs(post["body"].decode()) == {"k": ["v"], "userid": ["12345"], "appli": ["1"],
+                                               "startdate": [str(group["date"])], "enddate": [str(group["created"])]}
+    # Four failed deliveries in a row remove the subscription.
+    ok.respond = lambda req: (500, b"")
+    for _ in range(4):
+        emu.send_webhook(userid=12345, appli=1, startdate=1, enddate=2)
+    assert emu.state(brief=True)["subscriptions"] == []
+
+
+def test_withings_data_services(emu_factory):
+    emu = emu_factory("withings", measure_page_size=1)
+    tok = withings_link(emu)["access_token"]
+    emu.create_measure_group(12345, date=1_795_000_000, measures=[(9, 89, 0), (10, 109, 0)], model="BPM Core")
+    emu.create_measure_group(12345, date=1_795_000_100, measures=[(1, 72500, -3)])
+    page = withings_call(emu, "/measure", tok, action="getmeas", meastypes="1,9", category="1")["body"]
+    assert page["more"] == 1 and page["offset"] == 1 and page["measuregrps"][0]["measures"][0]["value"] == 72500
+    rest = withings_call(emu, "/measure", tok, action="getmeas", meastypes="1,9", offset="1")["body"]
+    assert rest["more"] == 0 and [m["type"] for m in rest["measuregrps"][0]["measures"]] == [9]
+    assert rest["measuregrps"][0]["grpid"] > 2 ** 32
+    # Intraday: at most 24 hours per call, an empty series is an empty array.
+    emu.create_intraday(12345, start=1_795_000_020, minutes=3)
+    day = withings_call(emu, "/v2/measure", tok, action="getintradayactivity", startdate="1794990000",
+                        enddate="1795100000", data_fields="heart_rate,steps")["body"]["series"]
+    assert sorted(day) == ["1795000020", "1795000080", "1795000140"]
+    assert set(next(iter(day.values()))) == {"deviceid", "model", "model_id", "heart_rate", "steps"}
+    assert withings_call(emu, "/v2/measure", tok, action="getintradayactivity", startdate="1", enddate="2")["body"] \
+        == {"series": []}
+    # Sleep needs its dates.
+    assert withings_call(emu, "/v2/sleep", tok, action="get")["status"] == 503
+    emu.create_sleep(12345, start=1_795_000_020, seconds=3600)
+    night = withings_call(emu, "/v2/sleep", tok, action="get", startdate="1795000020", enddate="1795003620",
+                          data_fields="hr")["body"]
+    assert [s["state"] for s in night["series"]] == [1, 0] and "rr" not in night["series"][0]
+    # 120 requests a minute per app; then status 601 in an HTTP 200.
+    emu.configure(rate_limit_per_min=0)
+    assert withings_call(emu, "/measure", tok, action="getmeas") == {"status": 601, "body": {}, "error": "Too many request"}
+
+
+# ------------------------------------------------------------------------------------------- Suunto
+
+
+def test_suunto_tokens_gateway_fit_and_notifications(emu_factory, hook_factory):
+    from emulators import suunto
+    # B5: hex HMAC-SHA256(notification secret, body).
+    b5 = b'{"type":"WORKOUT_CREATED","username":"suuntouser1","workoutKey":"5e8f1b2c3d4e5f6a7b8c9d0e"}'
+    assert suunto.sign("test-secret", b5) == "968c007ff64902b313b10a42e8707ecc4ba02cd368e535ed9fbf9a4031551652"
+    hook = hook_factory()
+    emu = emu_factory("suunto", webhook_url=hook.url, notification_secret="n-secret")
+    # No scope asked for; Basic client authentication only; the access token is a JWT naming the user.
+    q = query(emu.consent(emu.url("/oauth/authorize") + "?" + urlencode(
+        {"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code", "state": "st-1"})))
+    form = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT}
+    assert HTTP.post(emu.url("/oauth/token"), data={**form, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+                     timeout=10).status_code == 401
+    t = HTTP.post(emu.url("/oauth/token"), data=form, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10).json()
+    claims = suunto.jwt_claims(t["access_token"])
+    assert claims["user"] == t["user"] == "suuntouser1" and claims["exp"] > time.time()
+    assert suunto.jwt_claims(t["refresh_token"])["exp"] > claims["exp"]
+    new = HTTP.post(emu.url("/oauth/token"), data={"grant_type": "refresh_token", "refresh_token": t["refresh_token"]},
+                    auth=(CLIENT_ID, CLIENT_SECRET), timeout=10).json()
+    assert new["refresh_token"] != t["refresh_token"] and suunto.jwt_claims(new["access_token"])["user"] == "suuntouser1"
+    # The gateway wants the subscription key (primary or secondary) before anything else.
+    w = emu.create_workout("suuntouser1", seconds=5)
+    fit_url = emu.url(f"/v3/workouts/{w['workoutKey']}/fit")
+    r = HTTP.get(fit_url, headers=bearer(new["access_token"]), timeout=10)
+    assert r.status_code == 401 and "missing subscription key" in r.json()["message"]
+    r = HTTP.get(fit_url, headers={**bearer(new["access_token"]), "Ocp-Apim-Subscription-Key": "nope"}, timeout=10)
+    assert r.status_code == 401 and "invalid subscription key" in r.json()["message"]
+    key = {"Ocp-Apim-Subscription-Key": emu.opt("subscription_keys")[1]}
+    r = HTTP.get(fit_url, headers={**bearer(new["access_token"]), **key}, timeout=10)
+    assert r.status_code == 200 and r.content[8:12] == b".FIT" and len(r.content) == w["fit_bytes"]
+    assert suunto.fit_crc(r.content[:-2]) == int.from_bytes(r.content[-2:], "little")
+    assert HTTP.get(emu.url(f"/v2/workout/exportFit/{w['workoutKey']}"), headers={**bearer(new["access_token"]), **key},
+                    timeout=10).content == r.content
+    listed = HTTP.get(emu.url("/v3/workouts"), params={"since": w["startTime"], "filter-by-modification-time": "false"},
+                      headers={**bearer(new["access_token"]), **key}, timeout=10).json()
+    assert listed["error"] is None and [x["workoutKey"] for x in listed["payload"]] == [w["workoutKey"]]
+    emu.configure(quota_exhausted=True)
+    assert HTTP.get(fit_url, headers={**bearer(new["access_token"]), **key}, timeout=10).status_code == 403
+    emu.configure(quota_exhausted=False, rate_limit_per_min=1)
+    statuses = [HTTP.get(fit_url, headers={**bearer(new["access_token"]), **key}, timeout=10) for _ in range(2)]
+    r = statuses[-1]
+    assert statuses[0].status_code == 200 and r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    emu.configure(rate_limit_per_min=None)
+    # Notifications: signed over the exact bytes; 24/7 samples inline; the legacy form.
+    emu.create_samples("suuntouser1", kind="activity", count=2, notify=True)
+    emu.send_webhook(type="WORKOUT_CREATED", workout_key=w["workoutKey"], legacy_form=True)
+    for post in hook.posts():
+        assert post["headers"]["x-hmac-sha256-signature"] == suunto.sign("n-secret", post["body"])
+    pushed = json.loads(hook.posts()[0]["body"])
+    assert pushed["type"] == "SUUNTO_247_ACTIVITY_CREATED" and len(pushed["samples"]) == 2
+    assert pushed["samples"][0]["timestamp"].endswith("+02:00") and "HR" in pushed["samples"][0]["entryData"]
+    assert hook.posts()[1]["body"] == f"username=suuntouser1&workoutid={w['workoutKey']}".encode()
+    # Deauthorize kills the grant's tokens.
+    r = HTTP.get(emu.url("/oauth/deauthorize"), params={"client_id": CLIENT_ID}, headers=bearer(new["access_token"]),
+                 timeout=10)
+    assert r.status_code == 200 and emu.state()["revocations"][-1]["via"] == "deauthorize"
+    assert HTTP.get(fit_url, headers={**bearer(new["access_token"]), **key}, timeout=10).status_code == 401
+
+
+# ------------------------------------------------------------------------------------------- Wahoo
+
+WAHOO_SCOPE = "user_read workouts_read offline_data"
+
+
+def test_wahoo_oauth_pkce_token_shape_and_rotation(emu_factory):
+    import hashlib
+    emu = emu_factory("wahoo")
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    assert challenge == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"       # vector A1
+    # A wrong verifier is refused; the right one gets Wahoo's token answer.
+    q = query(emu.consent(authorize_url(emu, WAHOO_SCOPE, code_challenge=challenge, code_challenge_method="S256")))
+    r = token_request(emu, {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT,
+                            "code_verifier": "x" * 43})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    t = link(emu, scope=WAHOO_SCOPE, code_challenge=challenge, code_challenge_method="S256", code_verifier=verifier)
+    assert set(t) == {"access_token", "token_type", "expires_in", "refresh_token", "scope", "created_at"}
+    assert t["expires_in"] == 7200 and t["scope"] == WAHOO_SCOPE and abs(t["created_at"] - time.time()) < 60
+    # Client credentials as form parameters only (or in the query, as Wahoo's examples send them).
+    basic = HTTP.post(emu.url(emu.token_path), data={"grant_type": "refresh_token",
+                                                     "refresh_token": t["refresh_token"]},
+                      auth=(CLIENT_ID, CLIENT_SECRET), timeout=10)
+    assert basic.status_code == 401 and basic.json()["error"] == "invalid_client"
+    r = HTTP.post(emu.url(emu.token_path) + "?" + urlencode({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                                                            "grant_type": "refresh_token",
+                                                            "refresh_token": t["refresh_token"]}), timeout=10)
+    assert r.status_code == 200 and r.json()["refresh_token"] != t["refresh_token"]
+    # Rotation: the replaced refresh token works until the new pair is used, then it is dead.
+    assert refresh(emu, t["refresh_token"]).status_code == 200
+    latest = refresh(emu, t["refresh_token"]).json()
+    assert HTTP.get(emu.url("/v1/user"), headers=bearer(latest["access_token"]), timeout=10).json()["id"] == 60462
+    assert refresh(emu, t["refresh_token"]).json()["error"] == "invalid_grant"
+    # DELETE /v1/permissions withdraws the app's access.
+    assert HTTP.delete(emu.url("/v1/permissions"), headers=bearer(latest["access_token"]), timeout=10).status_code == 200
+    assert HTTP.get(emu.url("/v1/user"), headers=bearer(latest["access_token"]), timeout=10).status_code == 401
+    assert emu.state()["revocations"][-1]["via"] == "deauthorize"
+
+
+def test_wahoo_workouts_summaries_files_and_rate_limits(emu_factory):
+    from emulators import wahoo
+    emu = emu_factory("wahoo", rate_limit_5min=25, rate_limit_hour=100, rate_limit_day=250)   # a sandbox app
+    h = bearer(link(emu, scope=WAHOO_SCOPE)["access_token"])
+    ride = emu.create_workout(60462)
+    manual = emu.create_workout(60462, fixture=None, manual=True, start=time.time() - 3600, distance=5000)
+    pending = emu.create_workout(60462, fixture=None, summary=False, start=time.time() - 600)
+    r = HTTP.get(emu.url("/v1/workouts"), params={"per_page": 2}, headers=h, timeout=10)
+    page = r.json()
+    assert r.status_code == 200 and page["total"] == 3 and page["per_page"] == 2 and page["order"] == "descending"
+    assert [w["id"] for w in page["workouts"]] == [pending["workout"]["id"], manual["workout"]["id"]], "newest first"
+    assert page["workouts"][0]["workout_summary"] is None
+    assert page["workouts"][1]["workout_summary"]["distance_accum"] == "5000.0", "numbers as strings"
+    assert [w["id"] for w in HTTP.get(emu.url("/v1/workouts"), params={"per_page": 2, "page": 2}, headers=h,
+                                      timeout=10).json()["workouts"]] == [ride["workout"]["id"]]
+    assert HTTP.get(emu.url(f"/v1/workouts/{pending['workout']['id']}/workout_summary"), headers=h,
+                    timeout=10).status_code == 404
+    summary = HTTP.get(emu.url(f"/v1/workouts/{ride['workout']['id']}/workout_summary"), headers=h, timeout=10).json()
+    assert summary["file"]["url"] == ride["file"]["url"] and "workout" not in summary
+    # The FIT file on the CDN path, without authentication, byte for byte.
+    f = HTTP.get(ride["file"]["url"], timeout=10)
+    assert f.status_code == 200 and f.content == (wahoo.DATA_DIR / "wahoo-elemnt-bolt-no-app-id.fit").read_bytes()
+    assert "/wahoo-cloud/production/uploads/workout_file/file/" in ride["file"]["url"]
+    assert HTTP.get(ride["file"]["url"] + "x", timeout=10).status_code == 403
+    # Rate-limit headers (day, hour, 5 min) and the 429 once a window is spent (vector A8's shape).
+    r = HTTP.get(emu.url("/v1/user"), headers=h, timeout=10)
+    assert r.headers["X-RateLimit-Limit"] == "250, 100, 25" and r.headers["X-RateLimit-Reset"] == "0"
+    used = 250 - int(r.headers["X-RateLimit-Remaining"].split(",")[0])
+    for _ in range(25 - used):
+        last = HTTP.get(emu.url("/v1/user"), headers=h, timeout=10)
+    assert last.status_code == 200 and last.headers["X-RateLimit-Remaining"].endswith(", 0")
+    assert 0 < int(last.headers["X-RateLimit-Reset"]) <= 300
+    r = HTTP.get(emu.url("/v1/user"), headers=h, timeout=10)
+    assert r.status_code == 429 and r.headers["X-RateLimit-Remaining"] == "224, 74, 0"
+    assert HTTP.get(ride["file"]["url"], timeout=10).status_code == 200, "CDN downloads are not rate limited"
+
+
+def test_wahoo_webhook_to_the_portal_url_for_offline_data_users(emu_factory, hook_factory):
+    hook = hook_factory()
+    emu = emu_factory("wahoo", webhook_url=hook.url, webhook_token="portal-token")
+    assert emu.create_workout(60462, notify=True)["webhook"] is None, "no grant yet: nothing is sent"
+    link(emu, scope="user_read workouts_read")
+    assert emu.create_workout(60462, notify=True)["webhook"] is None, "webhooks need offline_data"
+    link(emu, scope=WAHOO_SCOPE)
+    made = emu.create_workout(60462, notify=True)
+    assert made["webhook"]["status"] == 200
+    [post] = hook.posts()
+    assert post["headers"]["content-type"] == "application/json"
+    assert not [k for k in post["headers"] if "signature" in k], "Wahoo signs nothing"
+    body = json.loads(post["body"])
+    assert list(body) == ["event_type", "webhook_token", "user", "workout_summary"]
+    assert body["webhook_token"] == "portal-token" and body["user"] == {"id": 60462}
+    assert body["workout_summary"]["workout"]["id"] == made["workout"]["id"]
+    assert body["workout_summary"]["file"]["url"] == made["file"]["url"]
+    # An edit is a new revision; anything but 200 is retried.
+    edited = emu.update_workout(made["workout"]["id"], name="Evening", notify=True)
+    assert edited["updated_at"] > made["updated_at"] and edited["edited"] is True
+    hook.respond = lambda req: (204, b"")
+    assert emu.send_webhook(workout_id=made["workout"]["id"])["attempts"] == 3
+
+
+# ----------------------------------------------------------------------------------------------- Garmin
+
+
+def test_garmin_pkce_required_permissions_and_account_calls(emu_factory):
+    from emulators import garmin
+    emu = emu_factory("garmin")
+    # Without an S256 challenge the authorize request goes back with invalid_request.
+    for extra in ({}, {"code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                       "code_challenge_method": "plain"}):
+        q = query(emu.consent(authorize_url(emu, "", **extra)))
+        assert q["error"] == "invalid_request" and q["state"] == "st-1", q
+    # Vector A1; no scope is sent, the consent page lists permissions with historical data unticked.
+    tokens = link(emu, scope="", code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                  code_challenge_method="S256", code_verifier="dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+    assert set(tokens) >= {"access_token", "refresh_token", "expires_in", "refresh_token_expires_in"}
+    h = bearer(tokens["access_token"])
+    assert HTTP.get(emu.url("/wellness-api/rest/user/id"), headers=h, timeout=10).json() == {
+        "userId": garmin.GarminEmulator.default_user_id}
+    permissions = HTTP.get(emu.url("/wellness-api/rest/user/permissions"), headers=h, timeout=10).json()
+    assert permissions == {"permissions": [p for p in garmin.PERMISSIONS if p != "HISTORICAL_DATA_EXPORT"]}
+    # Backfill needs HISTORICAL_DATA_EXPORT.
+    r = HTTP.get(emu.url("/wellness-api/rest/backfill/dailies"), headers=h, timeout=10,
+                 params={"summaryStartTimeInSeconds": 0, "summaryEndTimeInSeconds": 86400})
+    assert r.status_code == 403 and "errorMessage" in r.json()
+    r = HTTP.delete(emu.url("/wellness-api/rest/user/registration"), headers=h, timeout=10)
+    assert r.status_code == 204
+    assert HTTP.get(emu.url("/wellness-api/rest/user/id"), headers=h, timeout=10).status_code == 401
+    assert emu.state()["revocations"][-1]["via"] == "deregister"
+
+
+def test_garmin_push_ping_files_and_backfill(emu_factory, hook_factory):
+    from emulators import garmin
+    hook = hook_factory()
+    emu = emu_factory("garmin", webhook_url=hook.url)
+    checked = [p for p in garmin.PERMISSIONS]
+    q = query(emu.consent(authorize_url(emu, "", code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                                        code_challenge_method="S256"), granted_scope=checked))
+    tokens = token_request(emu, {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT,
+                                 "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"}).json()
+    h = bearer(tokens["access_token"])
+    user = garmin.GarminEmulator.default_user_id
+    # Push: the summaries themselves, with the garmin-client-id header and no signature.
+    day = int(time.time()) // 86400 * 86400 - 86400
+    daily = emu.make_dailies(user, day, seconds=600)
+    assert emu.deliver_summaries(user, "dailies", [daily])["status"] == 200
+    push = hook.posts()[-1]
+    assert push["headers"]["garmin-client-id"] == CLIENT_ID
+    assert json.loads(push["body"]) == {"dailies": [{"userId": user, **daily}]}
+    # Ping: a callback that answers the list with the user's token (and its own pull token).
+    emu.configure(mode="ping")
+    emu.deliver_summaries(user, "dailies", [daily])
+    [item] = json.loads(hook.posts()[-1]["body"])["dailies"]
+    assert set(item) == {"userId", "callbackURL"}
+    assert HTTP.get(item["callbackURL"], timeout=10).status_code == 401
+    assert HTTP.get(item["callbackURL"], headers=h, timeout=10).json() == [daily]
+    # Activity files are always pings; the callback answers the file's bytes.
+    made = emu.create_activity_file(user)
+    [file_item] = json.loads(hook.posts()[-1]["body"])["activityFiles"]
+    assert file_item["fileType"] == "FIT" and file_item["activityId"] == made["activityId"]
+    got = HTTP.get(file_item["callbackURL"], headers=h, timeout=10)
+    assert got.status_code == 200 and got.content[8:12] == b".FIT"
+    # Backfill: 202 then the window's summaries arrive; the same window again is 409; over 30 days 400.
+    emu.configure(mode="push")
+    params = {"summaryStartTimeInSeconds": day - 3600, "summaryEndTimeInSeconds": day + 3600}
+    before = len(hook.posts())
+    assert HTTP.get(emu.url("/wellness-api/rest/backfill/dailies"), headers=h, params=params, timeout=10).status_code == 202
+    deadline = time.time() + 5
+    while len(hook.posts()) == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert "dailies" in json.loads(hook.posts()[-1]["body"])
+    assert HTTP.get(emu.url("/wellness-api/rest/backfill/dailies"), headers=h, params=params, timeout=10).status_code == 409
+    wide = {"summaryStartTimeInSeconds": day - 31 * 86400, "summaryEndTimeInSeconds": day}
+    assert HTTP.get(emu.url("/wellness-api/rest/backfill/dailies"), headers=h, params=wide, timeout=10).status_code == 400
+    # The user disconnects at Garmin: a deregistration is pushed.
+    emu.revoke_user(user)
+    deadline = time.time() + 5
+    while "deregistrations" not in hook.posts()[-1]["body"].decode() and time.time() < deadline:
+        time.sleep(0.05)
+    assert json.loads(hook.posts()[-1]["body"]) == {"deregistrations": [{"userId": user}]}

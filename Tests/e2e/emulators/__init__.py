@@ -10,16 +10,26 @@ AccessLink and Oura. See README.md beside this file.
 from __future__ import annotations
 
 from .base import Emulator
+from .garmin import GarminEmulator
 from .googlehealth import GoogleHealthEmulator
 from .oura import OuraEmulator
 from .polar import PolarEmulator
 from .strava import StravaEmulator
+from .suunto import SuuntoEmulator
+from .wahoo import WahooEmulator
+from .whoop import WhoopEmulator
+from .withings import WithingsEmulator
 
 EMULATORS: dict[str, type[Emulator]] = {
     "strava": StravaEmulator,
     "googlehealth": GoogleHealthEmulator,
     "polar": PolarEmulator,
     "oura": OuraEmulator,
+    "garmin": GarminEmulator,
+    "suunto": SuuntoEmulator,
+    "wahoo": WahooEmulator,
+    "whoop": WhoopEmulator,
+    "withings": WithingsEmulator,
 }
 
 
@@ -35,5 +45,5 @@ def start_emulator(vendor: str, **kwargs) -> Emulator:
     return cls(**kwargs).start()
 
 
-__all__ = ["EMULATORS", "Emulator", "GoogleHealthEmulator", "OuraEmulator", "PolarEmulator", "StravaEmulator",
-           "start_emulator"]
+__all__ = ["EMULATORS", "Emulator", "GarminEmulator", "GoogleHealthEmulator", "OuraEmulator", "PolarEmulator", "StravaEmulator",
+           "SuuntoEmulator", "WahooEmulator", "WhoopEmulator", "WithingsEmulator", "start_emulator"]
