@@ -32,7 +32,9 @@ public final class SensorService: Service, Sendable {
         self.onStored = onStored
         let queue = SampleQueue()
         self.queue = queue
-        self.manager = SensorManager(stations: stations, timing: timing, emit: { queue.push($0) })
+        let refusals = RefusalLog(logger: logger, metricsFactory: metricsFactory)
+        self.manager = SensorManager(
+            stations: stations, timing: timing, rejected: { refusals.note($0, $1, $2) }, emit: { queue.push($0) })
         self.backends = backends
         self.outbox = outbox
         self.logger = logger
@@ -176,5 +178,34 @@ final class SampleQueue: Sendable {
             return s.waiter
         }
         waiter?.resume(returning: nil)
+    }
+}
+
+/// Counts refused payloads per profile and logs them, at most once a minute per sensor: a strap
+/// sending garbage at 4 Hz must be visible without flooding the journal.
+final class RefusalLog: Sendable {
+    private let logger: Logger
+    private let factory: any MetricsFactory
+    private let lastLogged = Mutex<[SensorID: ContinuousClock.Instant]>([:])
+
+    init(logger: Logger, metricsFactory: any MetricsFactory) {
+        self.logger = logger
+        self.factory = metricsFactory
+    }
+
+    func note(_ sensor: SensorID, _ profile: String, _ error: DecodeError) {
+        Counter(label: "pulsegate_sensor_payloads_rejected_total", dimensions: [("profile", profile)], factory: factory)
+            .increment()
+        let now = ContinuousClock.now
+        let due = lastLogged.withLock { last -> Bool in
+            if let previous = last[sensor], now - previous < .seconds(60) { return false }
+            last[sensor] = now
+            return true
+        }
+        if due {
+            logger.warning(
+                "sensor payload refused",
+                metadata: ["sensor": "\(sensor)", "profile": "\(profile)", "reason": "\(error)"])
+        }
     }
 }

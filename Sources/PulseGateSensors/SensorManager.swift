@@ -130,15 +130,21 @@ public final class SensorManager: Sendable {
     private let stationsBySensor: [SensorID: [Station]]
     private let timing: Timing
     private let emit: @Sendable ([Sample]) -> Void
+    private let rejected: @Sendable (SensorID, String, DecodeError) -> Void
     private let clock: @Sendable () -> Timestamp
     private let state = Mutex(State())
 
-    /// - Parameter emit: receives each payload's samples (already attributed to the station and its
-    ///   bound subject); it must not block for long: it runs on the backend's thread.
+    /// - Parameters:
+    ///   - emit: receives each payload's samples (already attributed to the station and its bound
+    ///     subject); it must not block for long: it runs on the backend's thread.
+    ///   - rejected: told about each payload the decoder refused (sensor, profile, reason), for the
+    ///     log and a metric; the count is also kept per sensor.
     public init(
         stations: [Station], timing: Timing = Timing(), clock: @escaping @Sendable () -> Timestamp = { .now },
+        rejected: @escaping @Sendable (SensorID, String, DecodeError) -> Void = { _, _, _ in },
         emit: @escaping @Sendable ([Sample]) -> Void
     ) {
+        self.rejected = rejected
         self.stations = stations
         var index = [SensorID: [Station]]()
         for station in stations {
@@ -213,6 +219,8 @@ public final class SensorManager: Sendable {
 
     private func decode(_ id: SensorID, profile: String, bytes: [UInt8], at: Timestamp) -> [Sample] {
         let now = clock()
+        var refusal: DecodeError?
+        defer { if let refusal { rejected(id, profile, refusal) } }
         return state.withLock { s -> [Sample] in
             var t = s.sensors[id] ?? Tracked(status: Self.fresh(id, backend: id.transport.rawValue))
             defer { s.sensors[id] = t }
@@ -222,6 +230,7 @@ public final class SensorManager: Sendable {
                 ?? ProfileDecoders.make(profile, wheelCircumference: stations.first?.wheelCircumference ?? 2.096)
             guard var active = decoder else {
                 t.status.rejected += 1
+                refusal = DecodeError(profile: profile, "no decoder for this profile")
                 return []
             }
             let readings: [Reading]
@@ -230,6 +239,7 @@ public final class SensorManager: Sendable {
             } catch {
                 t.status.rejected += 1
                 t.decoders[profile] = active
+                refusal = (error as? DecodeError) ?? DecodeError(profile: profile, "\(error)")
                 return []
             }
             decoder = active

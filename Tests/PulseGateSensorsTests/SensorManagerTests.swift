@@ -129,13 +129,22 @@ final class Collected: Sendable {
     }
 
     @Test func garbageIsCountedNeverFatalAndStrangersAreNotRecorded() throws {
-        let (m, clock, out) = harness()
+        let clock = ManualClock()
+        let out = Collected()
+        let reasons = Mutex<[String]>([])
+        let m = SensorManager(
+            stations: [Self.bike], clock: { clock.now },
+            rejected: { _, profile, error in
+                reasons.withLock { $0.append("\(profile): \(error.reason)") }
+            }, emit: { out.add($0) })
         m.handle(.payload(Self.strap, profile: "ble:2a37", bytes: [0x01], at: clock.now))
         m.handle(.payload(Self.strap, profile: "ble:2a37", bytes: [], at: clock.now))
         m.handle(.payload(Self.strap, profile: "ble:9999", bytes: [0x00, 0x50], at: clock.now))
         m.handle(.payload(Self.stranger, profile: "ble:2a37", bytes: Self.hr(90), at: clock.now))
         #expect(out.all.isEmpty)
         #expect(m.sensors().first { $0.id == Self.strap }?.rejected == 3)
+        #expect(reasons.withLock { $0 }.count == 3, "each refusal is reported for the log and the metric")
+        #expect(reasons.withLock { $0 }.last == "ble:9999: no decoder for this profile")
         #expect(!m.wants(SensorAdvert(id: Self.stranger, name: nil, rssi: nil, profiles: [], backend: "bluez")))
         #expect(m.wants(SensorAdvert(id: Self.strap, name: nil, rssi: nil, profiles: [], backend: "bluez")))
         // A zero heart rate (no skin contact) is refused by the schema, counted, not emitted.

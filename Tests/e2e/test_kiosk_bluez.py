@@ -148,4 +148,6 @@ def test_a_bound_strap_streams_drops_and_returns_through_the_daemon(daemon_facto
         s for s in pgtest.http_session().get(d.url("/v1/kiosk/stations"), headers={
             "Authorization": f"Bearer {staff.key}"}, timeout=10).json()["stations"][0]["sensors"]
         if s["id"] == f"ble:{STRAP}")["rejected"] >= 1, timeout=10)
+    assert "sensor payload refused" in d.stderr_text(), "a refusal is logged"
+    assert pgtest.metric_series(d.metrics(), lambda n: n == "pulsegate_sensor_payloads_rejected_total")
     assert d.alive()
