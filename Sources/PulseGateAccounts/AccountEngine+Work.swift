@@ -252,13 +252,8 @@ extension AccountEngine {
                 sampled: sampled, now: now.millisecondsSinceEpoch)
             if !outcome.followUps.isEmpty { jobBell.ring() }
             metrics.jobs(vendor.id, "done").increment()
-        } catch let error as VendorError {
-            await handle(error, job: job, vendor: vendor, connection: connection)
-        } catch let error as StoreError {
-            metrics.jobs(vendor.id, "store_failed").increment()
-            await retry(job, after: error.code == .outboxFull ? .seconds(10) : nil, reason: error.message)
         } catch {
-            await retry(job, after: nil, reason: "\(error)")
+            await failed(job, error, vendor: vendor, connection: connection)
         }
     }
 
@@ -289,13 +284,8 @@ extension AccountEngine {
                 jobID: job.id, connectionID: connection.id, raws: [], cursor: nil, followUps: [], sampled: count > 0,
                 now: now.millisecondsSinceEpoch)
             metrics.jobs(vendor.id, "done").increment()
-        } catch let error as VendorError {
-            await handle(error, job: job, vendor: vendor, connection: connection)
-        } catch let error as StoreError {
-            metrics.jobs(vendor.id, "store_failed").increment()
-            await retry(job, after: error.code == .outboxFull ? .seconds(10) : nil, reason: error.message)
         } catch {
-            await retry(job, after: nil, reason: "\(error)")
+            await failed(job, error, vendor: vendor, connection: connection)
         }
     }
 
@@ -320,6 +310,20 @@ extension AccountEngine {
 
     /// Samples per outbox append while mapping a record.
     public static let sampleBatch = 5000
+
+    /// What a fetch or map job does when it fails: the vendor's error decides (``handle(_:job:vendor:connection:)``),
+    /// a store error retries (later when the outbox is full), anything else retries with backoff.
+    func failed(_ job: JobRecord, _ error: any Error, vendor: VendorRuntime, connection: ConnectionRecord) async {
+        switch error {
+        case let error as VendorError:
+            await handle(error, job: job, vendor: vendor, connection: connection)
+        case let error as StoreError:
+            metrics.jobs(vendor.id, "store_failed").increment()
+            await retry(job, after: error.code == .outboxFull ? .seconds(10) : nil, reason: error.message)
+        default:
+            await retry(job, after: nil, reason: "\(error)")
+        }
+    }
 
     func handle(_ error: VendorError, job: JobRecord, vendor: VendorRuntime, connection: ConnectionRecord) async {
         switch error {

@@ -35,7 +35,7 @@ public struct PolarAdapter: VendorAdapter {
     public func didLink(grant: TokenGrant, callback: [String: String], context: VendorContext) async throws(VendorError)
         -> String
     {
-        guard let userID = grant.raw["x_user_id"]?.idString, Self.isPathSafe(userID) else {
+        guard let userID = grant.raw["x_user_id"]?.idString, PayloadText.isPathSegment(userID) else {
             throw .malformed("token response has no x_user_id")
         }
         let url = context.url("api", path: "/users")
@@ -57,7 +57,7 @@ public struct PolarAdapter: VendorAdapter {
 
     /// `DELETE /v3/users/{user-id}`: deregisters the user, which also revokes the token.
     public func revoke(connection: ConnectionContext, context: VendorContext) async throws(VendorError) {
-        guard let userID = connection.vendorUserID, Self.isPathSafe(userID) else {
+        guard let userID = connection.vendorUserID, PayloadText.isPathSegment(userID) else {
             context.logger.warning(
                 "polar: connection has no Polar user id; nothing to deregister",
                 metadata: ["connection": "\(connection.id)"])
@@ -145,7 +145,9 @@ public struct PolarAdapter: VendorAdapter {
         switch event {
         case "EXERCISE":
             let id = json["entity_id"]?.idString ?? url.flatMap { URL(string: $0)?.lastPathComponent }
-            guard let id, Self.isPathSafe(id) else { throw .malformed("EXERCISE notification without entity_id") }
+            guard let id, PayloadText.isPathSegment(id) else {
+                throw .malformed("EXERCISE notification without entity_id")
+            }
             return [VendorNotification(vendorUserID: user, action: .fetch(Self.exerciseTask(id, url: url)))]
         case "SLEEP", "CONTINUOUS_HEART_RATE":
             guard let date = Self.notificationDate(json) else {
@@ -183,19 +185,6 @@ public struct PolarAdapter: VendorAdapter {
         FetchTask(kind: "sleep", key: "sleep:\(date)", parameters: .object(["date": .string(date)]))
     }
 
-    /// Ids and dates go into URL paths: letters, digits, `-` and `_` only.
-    static func isPathSafe(_ text: String) -> Bool {
-        !text.isEmpty && text.utf8.count <= 64
-            && text.utf8.allSatisfy {
-                switch $0 {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
-                    true
-                default: false
-                }
-            }
-    }
-
     // MARK: fetch
 
     public func fetch(_ task: FetchTask, connection: ConnectionContext, context: VendorContext)
@@ -204,7 +193,7 @@ public struct PolarAdapter: VendorAdapter {
     {
         switch task.kind {
         case "exercise":
-            guard let id = task.parameters["id"]?.idString, Self.isPathSafe(id) else {
+            guard let id = task.parameters["id"]?.idString, PayloadText.isPathSegment(id) else {
                 throw .malformed("exercise task without a valid id")
             }
             let url: URL
@@ -254,7 +243,7 @@ public struct PolarAdapter: VendorAdapter {
         var followUps = [FetchTask]()
         var newest: (date: String, offset: Int64)?
         for exercise in exercises {
-            guard let id = exercise["id"]?.idString, Self.isPathSafe(id) else { continue }
+            guard let id = exercise["id"]?.idString, PayloadText.isPathSegment(id) else { continue }
             let offset = PolarMapping.field(exercise, "start_time_utc_offset")?.int
             if let text = PolarMapping.field(exercise, "start_time")?.string,
                 let start = PolarTime.instant(local: text, utcOffsetMinutes: offset ?? 0)
@@ -475,14 +464,9 @@ public struct PolarAdapter: VendorAdapter {
     public var rateLimitHeaders: VendorHTTP.HeaderReader? { Self.readRateLimitHeaders }
 
     static let readRateLimitHeaders: VendorHTTP.HeaderReader = { response, _ in
-        func list(_ name: String) -> [Int] {
-            (response.header(name) ?? "").split(separator: ",").compactMap {
-                Int($0.trimmingCharacters(in: .whitespaces))
-            }
-        }
-        let usage = list("RateLimit-Usage")
-        let limit = list("RateLimit-Limit")
-        let reset = list("RateLimit-Reset")
+        let usage = response.integerList("RateLimit-Usage")
+        let limit = response.integerList("RateLimit-Limit")
+        let reset = response.integerList("RateLimit-Reset")
         let windows = [900, 86_400]
         var pause: Int?
         for i in 0..<min(usage.count, limit.count, windows.count) where limit[i] > 0 && usage[i] >= limit[i] {

@@ -138,7 +138,7 @@ public struct SuuntoAdapter: VendorAdapter {
         }
         switch type {
         case "WORKOUT_CREATED":
-            guard let key = fields.workoutKey, Self.isWorkoutKey(key) else {
+            guard let key = fields.workoutKey, PayloadText.isPathSegment(key) else {
                 throw .malformed("WORKOUT_CREATED notification without a usable workoutKey")
             }
             return notification(.fetch(Self.workoutTask(key)))
@@ -154,19 +154,6 @@ public struct SuuntoAdapter: VendorAdapter {
         default:
             return notification(.ignore("\(type.prefix(64)) is not mapped"))
         }
-    }
-
-    /// Workout keys go into URL paths: letters, digits, `-` and `_` only (Suunto's are 24 hex digits).
-    static func isWorkoutKey(_ text: String) -> Bool {
-        !text.isEmpty && text.utf8.count <= 64
-            && text.utf8.allSatisfy {
-                switch $0 {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
-                    true
-                default: false
-                }
-            }
     }
 
     public static func workoutTask(_ key: String) -> FetchTask {
@@ -208,7 +195,7 @@ public struct SuuntoAdapter: VendorAdapter {
     func fetchWorkout(_ task: FetchTask, connection: ConnectionContext, context: VendorContext)
         async throws(VendorError) -> FetchOutcome
     {
-        guard let key = task.parameters["key"]?.string, Self.isWorkoutKey(key) else {
+        guard let key = task.parameters["key"]?.string, PayloadText.isPathSegment(key) else {
             throw .malformed("workout task without a usable key")
         }
         let url = context.url("api", path: "/v3/workouts/\(key)/fit")
@@ -252,7 +239,7 @@ public struct SuuntoAdapter: VendorAdapter {
         guard let workouts = json["payload"]?.array else { throw .malformed("\(url.path): no payload array") }
         var followUps = [FetchTask]()
         for workout in workouts {
-            guard let key = (workout["workoutKey"] ?? workout["key"])?.idString, Self.isWorkoutKey(key) else {
+            guard let key = (workout["workoutKey"] ?? workout["key"])?.idString, PayloadText.isPathSegment(key) else {
                 continue
             }
             if let start = workout["startTime"]?.int {

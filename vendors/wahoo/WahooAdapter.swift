@@ -73,7 +73,9 @@ public struct WahooAdapter: VendorAdapter {
         let linking = ConnectionContext(
             id: "link", subject: "link", vendorUserID: nil, scopes: grant.scopes ?? [], accessToken: grant.accessToken)
         let (user, _) = try await context.getJSON(context.url("api", path: "/user"), connection: linking)
-        guard let id = user["id"]?.idString, Self.isSafeID(id) else { throw .malformed("/v1/user has no usable id") }
+        guard let id = user["id"]?.idString, PayloadText.isPathSegment(id) else {
+            throw .malformed("/v1/user has no usable id")
+        }
         return id
     }
 
@@ -127,7 +129,7 @@ public struct WahooAdapter: VendorAdapter {
     public func notifications(in body: [UInt8]) throws(VendorError) -> [VendorNotification] {
         let json = try JSONValue.vendorPayload(body)
         guard let event = json["event_type"]?.string else { throw .malformed("webhook without event_type") }
-        guard let user = json["user"]?["id"]?.idString, Self.isSafeID(user) else {
+        guard let user = json["user"]?["id"]?.idString, PayloadText.isPathSegment(user) else {
             throw .malformed("\(event) webhook without a usable user.id")
         }
         guard event == "workout_summary" else {
@@ -144,24 +146,13 @@ public struct WahooAdapter: VendorAdapter {
     /// and is kept as it came.
     static func action(summary: JSONValue) throws(VendorError) -> VendorNotification.Action {
         let workout = summary["workout"]
-        guard let workoutID = workout?["id"]?.idString ?? summary["workout_id"]?.idString, isSafeID(workoutID) else {
+        guard let workoutID = workout?["id"]?.idString ?? summary["workout_id"]?.idString,
+            PayloadText.isPathSegment(workoutID)
+        else {
             throw .malformed("workout_summary \(summary["id"]?.idString ?? "?") without a usable workout id")
         }
         if let task = fileTask(workoutID: workoutID, summary: summary) { return .fetch(task) }
         return .records([summaryRecord(workoutID: workoutID, summary: summary, workout: workout)])
-    }
-
-    /// Ids go into URL paths and record keys: letters, digits, `-` and `_` only.
-    static func isSafeID(_ text: String) -> Bool {
-        !text.isEmpty && text.utf8.count <= 64
-            && text.utf8.allSatisfy {
-                switch $0 {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
-                    true
-                default: false
-                }
-            }
     }
 
     /// The download of a summary's FIT file, or `nil` when the summary has none. The job key names the
@@ -229,7 +220,7 @@ public struct WahooAdapter: VendorAdapter {
     func fetchFile(_ task: FetchTask, connection: ConnectionContext, context: VendorContext)
         async throws(VendorError) -> FetchOutcome
     {
-        guard let workoutID = task.parameters["workout_id"]?.string, Self.isSafeID(workoutID),
+        guard let workoutID = task.parameters["workout_id"]?.string, PayloadText.isPathSegment(workoutID),
             let text = task.parameters["url"]?.string
         else { throw .malformed("file task without a workout_id and a url") }
         let url = try context.checkPayloadURL(text)
@@ -244,7 +235,7 @@ public struct WahooAdapter: VendorAdapter {
     func fetchSummary(_ task: FetchTask, connection: ConnectionContext, context: VendorContext)
         async throws(VendorError) -> FetchOutcome
     {
-        guard let workoutID = task.parameters["workout_id"]?.string, Self.isSafeID(workoutID) else {
+        guard let workoutID = task.parameters["workout_id"]?.string, PayloadText.isPathSegment(workoutID) else {
             throw .malformed("summary task without a usable workout_id")
         }
         let url = context.url("api", path: "/workouts/\(workoutID)/workout_summary")
@@ -289,7 +280,7 @@ public struct WahooAdapter: VendorAdapter {
         var outcome = FetchOutcome()
         var reachedOlder = false
         for workout in workouts {
-            guard let id = workout["id"]?.idString, Self.isSafeID(id) else { continue }
+            guard let id = workout["id"]?.idString, PayloadText.isPathSegment(id) else { continue }
             guard let text = workout["starts"]?.string, let starts = Timestamp(rfc3339: text) else { continue }
             if starts.millisecondsSinceEpoch < after {
                 reachedOlder = true
@@ -357,13 +348,8 @@ public struct WahooAdapter: VendorAdapter {
     public var rateLimitHeaders: VendorHTTP.HeaderReader? { Self.readRateLimitHeaders }
 
     static let readRateLimitHeaders: VendorHTTP.HeaderReader = { response, _ in
-        func list(_ name: String) -> [Int] {
-            (response.header(name) ?? "").split(separator: ",").compactMap {
-                Int($0.trimmingCharacters(in: .whitespaces))
-            }
-        }
-        let remaining = list("X-RateLimit-Remaining")
-        let reset = list("X-RateLimit-Reset")
+        let remaining = response.integerList("X-RateLimit-Remaining")
+        let reset = response.integerList("X-RateLimit-Reset")
         let windows = [86_400, 3_600, 300]
         var pause: Int?
         for i in 0..<min(remaining.count, windows.count) where remaining[i] <= 0 {
