@@ -3,9 +3,12 @@ SWIFT ?= swift
 PYTHON := .build/e2e-venv/bin/python
 CONFIG ?=
 
-# The sensor transport suites drive simulated sticks, peripherals and a private D-Bus in real time;
-# they run in a process of their own so the CPU-heavy suites (the FIT corpus) cannot starve their
-# timers on a 2-core machine (Swift's cooperative pool has one thread per core).
+# Three test processes. Swift Testing runs tests on the cooperative pool, one thread per core: on a
+# 2-core machine the FIT corpus suite (seconds of synchronous decoding per file in a debug build) holds
+# both threads, and every timing-sensitive test beside it (wake-ups, timeouts, simulated sensors in
+# real time) waits for it. So the CPU-heavy suite, the sensor transports and everything else each run
+# in a process of their own.
+CPU_SUITES := PulseGateFITTests
 TRANSPORT_SUITES := ANTBackendTests|ATTClientTests|HCIScanTests|HCIBackendTests|BlueZBackendTests
 
 .PHONY: all deps build run test unit e2e bench soak format clean-var
@@ -33,14 +36,16 @@ test:
 	@scripts/deps.sh test
 	$(SWIFT) format lint --strict --recursive Sources vendors Tests Benchmarks Fuzz Package.swift
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip "$(TRANSPORT_SUITES)"
+	$(SWIFT) test --skip-build --skip "$(TRANSPORT_SUITES)|$(CPU_SUITES)"
 	$(SWIFT) test --skip-build --filter "$(TRANSPORT_SUITES)"
+	$(SWIFT) test --skip-build --filter "$(CPU_SUITES)"
 	PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate $(PYTHON) -m pytest Tests/e2e -q
 
 unit:
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip "$(TRANSPORT_SUITES)"
+	$(SWIFT) test --skip-build --skip "$(TRANSPORT_SUITES)|$(CPU_SUITES)"
 	$(SWIFT) test --skip-build --filter "$(TRANSPORT_SUITES)"
+	$(SWIFT) test --skip-build --filter "$(CPU_SUITES)"
 
 e2e: build
 	@scripts/deps.sh test
