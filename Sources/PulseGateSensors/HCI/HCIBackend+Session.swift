@@ -75,12 +75,18 @@ extension HCIBackend {
 
         events(.streaming(id, profiles: profiles))
         if device != SourceRef.Device(address: id.address) { events(.info(id, device)) }
-        if let battery = database.characteristic(BluetoothUUID(0x2A19)), battery.properties.contains(.read),
-            let level = try await skippingRefusal({ () async throws(ATTError) in
-                try await client.read(battery.valueHandle)
-            })
-        {
-            events(.payload(id, profile: "ble:2a19", bytes: level, at: .now))
+        // From here on the session has streamed, whatever ends it (a cancel during the battery read too).
+        do throws(ATTError) {
+            if let battery = database.characteristic(BluetoothUUID(0x2A19)), battery.properties.contains(.read),
+                let level = try await skippingRefusal({ () async throws(ATTError) in
+                    try await client.read(battery.valueHandle)
+                })
+            {
+                events(.payload(id, profile: "ble:2a19", bytes: level, at: .now))
+            }
+        } catch {
+            client.close(reason: error.message)
+            return SessionEnd(reason: Task.isCancelled ? "cancelled" : error.message, streamed: true)
         }
 
         for await event in client.events {
