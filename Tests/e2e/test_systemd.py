@@ -251,7 +251,8 @@ def test_default_config_has_the_readme_keys():
     assert isinstance(config, dict)
     # Every packaged key is documented; the optional cloud-account sections may stay commented out.
     assert set(config) <= set(example), f"undocumented keys: {set(config) - set(example)}"
-    assert set(example) - set(config) <= {"public_url", "accounts", "vendors", "api_keys"}, set(example) - set(config)
+    assert set(example) - set(config) <= {"public_url", "accounts", "vendors", "api_keys", "sensors", "kiosk"}, \
+        set(example) - set(config)
     for section in ("server", "store", "outbox", "shutdown", "log"):
         assert set(config[section]) == set(example[section]), section
     assert set(config["store"]["sqlite"]) == set(example["store"]["sqlite"])
