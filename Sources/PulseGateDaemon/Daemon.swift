@@ -118,14 +118,15 @@ public final class Daemon: Sendable {
             logger: logger, metricsFactory: telemetry.factory)
         sensors = SensorService(
             stations: configuration.sensors.stations, timing: configuration.sensors.timing,
-            backends: Self.sensorBackends(configuration.sensors), outbox: outbox, logger: logger,
+            // A cloud-only daemon (no stations) opens no radio.
+            backends: configuration.sensors.stations.isEmpty ? [] : Self.sensorBackends(configuration.sensors),
+            outbox: outbox, logger: logger,
             metricsFactory: telemetry.factory)
     }
 
-    /// The configured sensor backends (none without stations: a cloud-only daemon opens no radio).
+    /// The configured sensor backends (also what `sensors scan` and `doctor` probe).
     public static func sensorBackends(_ c: DaemonConfiguration.SensorConfiguration) -> [any SensorBackend] {
-        guard !c.stations.isEmpty else { return [] }
-        return c.backends.compactMap { name -> (any SensorBackend)? in
+        c.backends.compactMap { name -> (any SensorBackend)? in
             switch name {
             case "bluez": return BlueZBackend(busAddress: c.bluezBus)
             case "hci": return HCIBackend(adapter: c.hciAdapter)

@@ -187,6 +187,9 @@ final class RefusalLog: Sendable {
     private let logger: Logger
     private let factory: any MetricsFactory
     private let lastLogged = Mutex<[SensorID: ContinuousClock.Instant]>([:])
+    /// One counter per profile, made once: a strap sending garbage at 4 Hz must not register a
+    /// counter per payload.
+    private let counters = Mutex<[String: Counter]>([:])
 
     init(logger: Logger, metricsFactory: any MetricsFactory) {
         self.logger = logger
@@ -194,8 +197,13 @@ final class RefusalLog: Sendable {
     }
 
     func note(_ sensor: SensorID, _ profile: String, _ error: DecodeError) {
-        Counter(label: "pulsegate_sensor_payloads_rejected_total", dimensions: [("profile", profile)], factory: factory)
-            .increment()
+        counters.withLock { made in
+            if let counter = made[profile] { return counter }
+            let counter = Counter(
+                label: "pulsegate_sensor_payloads_rejected_total", dimensions: [("profile", profile)], factory: factory)
+            made[profile] = counter
+            return counter
+        }.increment()
         let now = ContinuousClock.now
         let due = lastLogged.withLock { last -> Bool in
             if let previous = last[sensor], now - previous < .seconds(60) { return false }

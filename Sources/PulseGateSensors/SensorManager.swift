@@ -225,10 +225,10 @@ public final class SensorManager: Sendable {
             var t = s.sensors[id] ?? Tracked(status: Self.fresh(id, backend: id.transport.rawValue))
             defer { s.sensors[id] = t }
             let stations = stationsBySensor[id] ?? []
-            var decoder =
-                t.decoders[profile]
-                ?? ProfileDecoders.make(profile, wheelCircumference: stations.first?.wheelCircumference ?? 2.096)
-            guard var active = decoder else {
+            guard
+                var active = t.decoders[profile]
+                    ?? ProfileDecoders.make(profile, wheelCircumference: stations.first?.wheelCircumference ?? 2.096)
+            else {
                 t.status.rejected += 1
                 refusal = DecodeError(profile: profile, "no decoder for this profile")
                 return []
@@ -242,8 +242,7 @@ public final class SensorManager: Sendable {
                 refusal = (error as? DecodeError) ?? DecodeError(profile: profile, "\(error)")
                 return []
             }
-            decoder = active
-            t.decoders[profile] = decoder
+            t.decoders[profile] = active
             t.status.lastPayloadAt = at
             if t.status.state != .streaming { t.status.state = .streaming }
 

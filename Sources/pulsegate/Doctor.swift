@@ -82,7 +82,6 @@ extension Doctor {
         var probe = sensors
         if !kiosk {
             probe.backends = ["bluez"] + (sensors.antNetworkKey == nil ? [] : ["ant"])
-            probe.stations = [Station(id: "doctor", name: "doctor", sensors: [])]
         }
         for backend in Daemon.sensorBackends(probe) {
             let what = backend.name == "ant" ? "ANT+ sticks (ant)" : "Bluetooth (\(backend.name))"

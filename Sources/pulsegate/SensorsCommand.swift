@@ -33,8 +33,6 @@ struct SensorsCommand: ParsableCommand {
         func run() async throws {
             var config = try options.load().sensors
             if !backends.isEmpty { config.backends = backends }
-            // Scanning needs no station; build the backends as if one were configured.
-            config.stations = [Station(id: "scan", name: "scan", sensors: [])]
             var scanned = 0
             var rows = [SensorAdvert]()
             for backend in Daemon.sensorBackends(config) {
